@@ -1,0 +1,118 @@
+"""Slot layout shared by `Aggregate` and `Deaggregate`.
+
+A batch of B samples is laid out in *slots*: a flat list of G*n rows, each a
+copy of one input sample, read as G groups of n consecutive slots. `Aggregate`
+fills the slots (a gather by `sources`) and concatenates each group's n slots
+along the feature axis; `Deaggregate` splits the n*K outputs back into slots
+and reads each sample's prediction from the slots listed in `readout` (averaged
+when a sample owns several). Every inference protocol is a choice of `sources`
+and `readout`; the common cases skip the gathers and use reshapes only.
+
+Batch sizes are Python ints when the backend knows them while tracing (JAX,
+PyTorch, TensorFlow with a fixed signature) and scalar tensors otherwise, so
+the arithmetic below sticks to operators that both support.
+"""
+
+from keras import ops
+from keras import random
+
+
+def batch_size(x):
+    static = x.shape[0]
+    return static if static is not None else ops.shape(x)[0]
+
+
+def num_groups(batch, n):
+    return (batch + n - 1) // n
+
+
+def slots_to_groups(x, n, axis):
+    """(G*n, ..., C, ...) -> (G, ..., n*C, ...), slot s at [s*C, (s+1)*C) of `axis`."""
+    if n == 1:
+        return x
+    shape = list(ops.shape(x))[1:]
+    x = ops.reshape(x, [-1, n] + shape)
+    if axis > 1:
+        x = ops.moveaxis(x, 1, axis)
+    merged = shape[axis - 1] * n
+    return ops.reshape(x, [-1] + shape[: axis - 1] + [merged] + shape[axis:])
+
+
+def groups_to_slots(y, n, axis):
+    """(G, ..., n*K, ...) -> (G*n, ..., K, ...), the exact inverse of `slots_to_groups`."""
+    if n == 1:
+        return y
+    shape = list(ops.shape(y))[1:]
+    k = shape[axis - 1] // n
+    y = ops.reshape(y, [-1] + shape[: axis - 1] + [n, k] + shape[axis:])
+    if axis > 1:
+        y = ops.moveaxis(y, axis, 1)
+    return ops.reshape(y, [-1] + shape[: axis - 1] + [k] + shape[axis:])
+
+
+def cyclic(count, batch):
+    """Indices 0..count-1 wrapped into [0, batch): fills a last, partial group."""
+    return ops.mod(ops.arange(count, dtype="int32"), ops.cast(batch, "int32"))
+
+
+def group_plan(batch, n, seed_generator=None):
+    """Consecutive groups, optionally after a random permutation of the batch.
+
+    Returns `(sources, readout)`: `readout` is None when sample i simply owns
+    slot i (no permutation).
+    """
+    count = num_groups(batch, n) * n
+    if seed_generator is None:
+        return cyclic(count, batch), None
+    order = random.shuffle(ops.arange(batch, dtype="int32"), seed=seed_generator)
+    sources = ops.take(order, cyclic(count, batch), axis=0)
+    readout = ops.expand_dims(ops.cast(ops.argsort(order), "int32"), 1)
+    return sources, readout
+
+
+def replicate_plan(batch, n):
+    """Each sample fills all n slots of its own group and owns all of them."""
+    sources = ops.repeat(ops.arange(batch, dtype="int32"), n)
+    readout = ops.reshape(ops.arange(batch * n, dtype="int32"), (-1, n))
+    return sources, readout
+
+
+def contextual_plan(batch, n, draws, seed_generator):
+    """`draws` groups per sample: the sample in a random slot, random companions.
+
+    Companions are drawn uniformly from the same batch; the sample owns the one
+    slot it was placed in, in each of its `draws` groups.
+    """
+    companions = random.randint(
+        (draws, batch, n), 0, batch, seed=seed_generator, dtype="int32"
+    )
+    own_slot = random.randint((draws, batch, 1), 0, n, seed=seed_generator, dtype="int32")
+    slot_index = ops.reshape(ops.arange(n, dtype="int32"), (1, 1, n))
+    own = ops.reshape(ops.arange(batch, dtype="int32"), (1, -1, 1))
+    sources = ops.where(ops.equal(slot_index, own_slot), own, companions)
+    group_index = ops.reshape(ops.arange(draws * batch, dtype="int32"), (draws, -1, 1))
+    readout = ops.transpose(ops.squeeze(group_index * n + own_slot, -1))
+    return ops.reshape(sources, (-1,)), readout
+
+
+def repetition_plan(batch, n, repeated, seed_generator):
+    """A random `repeated` samples fill all n slots of a group of their own.
+
+    The others are grouped as usual. Each sample owns n readout positions:
+    repeated samples their n slots, the others their one slot n times, so the
+    readout is a dense (B, n) matrix.
+    """
+    order = random.shuffle(ops.arange(batch, dtype="int32"), seed=seed_generator)
+    rest = batch - repeated
+    grouped_count = num_groups(rest, n) * n
+    grouped = ops.take(order[repeated:], cyclic(grouped_count, rest), axis=0)
+    sources = ops.concatenate([grouped, ops.repeat(order[:repeated], n)], axis=0)
+    repeated_slots = grouped_count + ops.reshape(
+        ops.arange(repeated * n, dtype="int32"), (-1, n)
+    )
+    grouped_slots = ops.repeat(
+        ops.expand_dims(ops.arange(rest, dtype="int32"), 1), n, axis=1
+    )
+    by_position = ops.concatenate([repeated_slots, grouped_slots], axis=0)
+    readout = ops.take(by_position, ops.argsort(order), axis=0)
+    return sources, ops.cast(readout, "int32")

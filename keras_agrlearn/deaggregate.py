@@ -1,0 +1,126 @@
+"""The `Deaggregate` layer: n*K outputs of a group back to one row per sample."""
+
+import keras
+from keras import ops
+
+from keras_agrlearn import _grouping
+from keras_agrlearn import _validation
+
+
+@keras.saving.register_keras_serializable(package="keras_agrlearn")
+class Deaggregate(keras.layers.Layer):
+    """Splits grouped outputs `(G, ..., n*K)` into per-sample rows `(G*n, ..., K)`.
+
+    The exact inverse of the `Aggregate` layout: slot `s` of group `g` (positions
+    `[s*K, (s+1)*K)` along `axis`) becomes row `g*n + s`.
+
+    - Called as `Deaggregate(n)(y)`, it returns all `G*n` rows, the padding
+      slots of a last, partial group included.
+    - Called as `Deaggregate(n)(y, reference)` with the tensor that entered
+      `Aggregate`, it returns exactly that tensor's B rows.
+    - Called as `Deaggregate(n)(y, readout=readout)` with the readout returned
+      by `Aggregate(..., return_readout=True)`, row i is the mean of the slots
+      that sample i owns: this undoes a training-time permutation and averages
+      repeated or contextual placements.
+
+    In `"replicate"` inference (outside training) each sample owns all n slots
+    of its group, and the layer returns their **mean**. It averages what it
+    receives: in a model built by `wrap`, that is the head's pre-activation
+    output (logits), so the per-sample activation applied afterwards sees one
+    logit vector per sample. Averaging logits rather than probabilities keeps
+    a logits head a logits head (`from_logits=True` losses stay valid) and, for
+    a softmax head, gives the normalised geometric mean of the n slot
+    probabilities.
+
+    Args:
+        n: int >= 1, the group size used by the matching `Aggregate`.
+        inference: `"group"`, `"replicate"` or `"contextual"`, as in the matching
+            `Aggregate`. Contextual inference needs the `readout`. Defaults to
+            `"group"`.
+        axis: int, the axis holding the n*K grouped values. Defaults to `-1`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: the grouped outputs `(G, ..., n*K)`.
+        reference: optional, the tensor that entered `Aggregate`.
+        readout: optional int tensor `(B, R)` from `Aggregate`.
+        training: bool, whether the layer runs in training mode.
+
+    Returns:
+        Per-sample outputs `(rows, ..., K)`.
+
+    Raises:
+        ValueError: for an invalid argument, or when the grouped axis is not a
+            multiple of `n`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.arange(10, dtype="float32").reshape(5, 2)
+    >>> y = Aggregate(n=2)(x)
+    >>> keras.ops.convert_to_numpy(Deaggregate(n=2)(y, x)).tolist()
+    [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]]
+    """
+
+    def __init__(self, n, inference="group", axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.n = _validation.check_n(n)
+        self.inference = _validation.check_inference(inference)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"Argument `axis` must be an integer, got {axis!r}.")
+        self.axis = axis
+        self.supports_masking = False
+
+    def build(self, inputs_shape, reference_shape=None, readout_shape=None):
+        axis = _validation.check_axis(self.axis, len(inputs_shape))
+        size = inputs_shape[axis]
+        if size is not None and size % self.n:
+            raise ValueError(
+                f"Deaggregate(n={self.n}) needs the size of axis {self.axis} to be "
+                f"a multiple of n, got shape {tuple(inputs_shape)}."
+            )
+
+    def call(self, inputs, reference=None, readout=None, training=None):
+        axis = _validation.check_axis(self.axis, len(inputs.shape))
+        replicate = self.inference == "replicate" and not training
+        if readout is None and self.inference == "contextual" and not training:
+            raise ValueError(
+                "Deaggregate(inference='contextual') needs the `readout` "
+                "returned by Aggregate(..., return_readout=True)."
+            )
+        if readout is None and replicate:
+            shape = list(ops.shape(inputs))
+            k = shape[axis] // self.n
+            grouped = ops.reshape(
+                inputs, [-1] + shape[1:axis] + [self.n, k] + shape[axis + 1 :]
+            )
+            return ops.mean(grouped, axis=axis)
+        slots = _grouping.groups_to_slots(inputs, self.n, axis)
+        if readout is not None:
+            owned = ops.take(slots, readout, axis=0)
+            if readout.shape[1] == 1:
+                return ops.squeeze(owned, 1)
+            return ops.mean(owned, axis=1)
+        if reference is not None:
+            return slots[: _grouping.batch_size(reference)]
+        return slots
+
+    def compute_output_shape(self, inputs_shape, reference_shape=None, readout_shape=None):
+        axis = _validation.check_axis(self.axis, len(inputs_shape))
+        shape = list(inputs_shape)
+        if shape[axis] is not None:
+            shape[axis] //= self.n
+        if reference_shape is not None:
+            shape[0] = reference_shape[0]
+        elif readout_shape is not None:
+            shape[0] = readout_shape[0]
+        elif shape[0] is not None and not self.inference == "replicate":
+            shape[0] *= self.n
+        else:
+            shape[0] = None
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"n": self.n, "inference": self.inference, "axis": self.axis})
+        return config

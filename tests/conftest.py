@@ -1,0 +1,34 @@
+"""Shared fixtures. The backend is fixed per pytest process by KERAS_BACKEND."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+# Compilation modes worth testing per backend: JAX always traces under jit;
+# Keras turns XLA off for TensorFlow on CPU unless asked, so both paths are
+# tested there; torch.compile costs about a minute per model, so PyTorch
+# runs eagerly.
+JIT_MODES = {"jax": [True], "tensorflow": [False, True], "torch": [False]}[BACKEND]
+
+
+@pytest.fixture(params=JIT_MODES, ids=lambda j: f"jit={j}")
+def jit_compile(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(1234)
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
