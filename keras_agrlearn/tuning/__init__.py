@@ -1,0 +1,11 @@
+"""Hyperparameter search over the aggregation factor and the width.
+
+An optional part of `keras_agrlearn` built on KerasTuner: install it with
+`pip install "keras-agrlearn[tuner]"`. `import keras_agrlearn` alone never
+imports KerasTuner.
+"""
+
+from keras_agrlearn.tuning.hypermodel import AgrLearnHyperModel
+from keras_agrlearn.tuning.leaderboard import leaderboard
+
+__all__ = ["AgrLearnHyperModel", "leaderboard"]

@@ -1,0 +1,49 @@
+"""`leaderboard`: the trials of a search, best first."""
+
+
+def leaderboard(tuner):
+    """Lists the trials of an AgrLearn search, best score first.
+
+    Completed trials come first, ordered by the tuner's objective (highest
+    first for a maximised objective such as `val_accuracy`); trials that
+    failed or are still running follow, without a score.
+
+    Args:
+        tuner: a `keras_tuner.Tuner` (or its `oracle`) that searched an
+            `AgrLearnHyperModel`, in this process or reloaded from its
+            directory.
+
+    Returns:
+        A list of dicts with keys `"trial"`, `"n"`, `"width"`,
+        `"learning_rate"`, `"score"` (None without one) and `"status"`.
+
+    Example:
+
+    >>> rows = leaderboard(tuner)  # doctest: +SKIP
+    >>> best = rows[0]
+    >>> print(best["n"], best["width"], best["score"])  # doctest: +SKIP
+    2 1.5 0.9312
+    """
+    oracle = getattr(tuner, "oracle", tuner)
+    rows = []
+    for trial in oracle.trials.values():
+        values = trial.hyperparameters.values
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "n": values.get("n"),
+                "width": values.get("width"),
+                "learning_rate": values.get("learning_rate"),
+                "score": trial.score,
+                "status": str(trial.status),
+            }
+        )
+    sign = -1.0 if oracle.objective.direction == "max" else 1.0
+    rows.sort(
+        key=lambda row: (
+            row["score"] is None,
+            0.0 if row["score"] is None else sign * row["score"],
+            row["trial"],
+        )
+    )
+    return rows
