@@ -23,6 +23,17 @@ INFERENCE_MESSAGE = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    """Overrides the suite's per-test session reset, which these tests do not need.
+
+    They only build models and check the error each bad input raises; nothing
+    trains, so no random state matters, and the reset's full garbage
+    collection would cost more than the tests themselves.
+    """
+    yield
+
+
 def backbone(classes=3, features=6):
     return keras.Sequential(
         [
