@@ -1,0 +1,385 @@
+"""Throughput and memory of AgrLearn models, on the backend of this process.
+
+Measures training (`fit`) and inference (`predict`) throughput in samples per
+second for, per backbone:
+
+- `plain`: the backbone itself;
+- `replicate`: `wrap(backbone, n, inference="replicate")`;
+- `group`: `wrap(backbone, n, inference="group")`;
+- `limit`: the identical inner network (the wrapped model's own layers between
+  `Aggregate` and `Deaggregate`, sharing its weights), fed arrays aggregated
+  beforehand with NumPy, so it pays nothing for aggregation. Its `fit` and
+  group `predict` take `(B / n, ..., n * C)` arrays, its replicate `predict`
+  the `(B, ..., n * C)` tiled arrays; a limit row carries n samples in `fit`
+  and group `predict`, one in replicate `predict`.
+
+Training does not depend on `inference`, so `fit` is timed for the replicate
+model only. Every timing is one `fit` epoch or one `predict` call over the
+same samples; after warm-up calls (which compile), the variants run in a
+random order in each repeat, and the median over repeats is reported, so
+drifting load on a shared machine hits all variants alike.
+
+Memory is measured on `Aggregate` alone, for a large batch: the growth of the
+process's peak resident set (Linux `VmHWM`, reset before each call through
+`/proc/self/clear_refs`) while the layer runs the way `predict` runs it
+(compiled with `jax.jit` or `tf.function`, eager on PyTorch), next to the
+analytic size of the aggregated tensor. On JAX the compiled program's own
+memory analysis (output and temporary bytes) is reported as well.
+
+The backend is fixed per process: run it once per backend,
+`KERAS_BACKEND=jax python benchmarks/throughput.py --out jax.json`, or use
+`benchmarks/run_all.py`, which runs all three and writes the tables and plot.
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_agrlearn  # noqa: E402
+from keras_agrlearn import Aggregate  # noqa: E402
+from keras_agrlearn import Deaggregate  # noqa: E402
+
+CLASSES = 10
+
+
+# Backbones ------------------------------------------------------------------
+
+
+def small_cnn(shape, classes=CLASSES):
+    """Three convolutions and a softmax head: the input layer is a large share."""
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+            layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(classes, activation="softmax"),
+        ],
+        name="small_cnn",
+    )
+
+
+def resnet(shape, classes=CLASSES, filters=(16, 32, 64), blocks=1):
+    """A CIFAR-style ResNet: a stem, then `blocks` basic blocks per stage."""
+    inputs = keras.Input(shape)
+    x = layers.Conv2D(filters[0], 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    for stage, size in enumerate(filters):
+        for block in range(blocks):
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            if strides != 1 or shortcut.shape[-1] != size:
+                shortcut = layers.Conv2D(size, 1, strides=strides, use_bias=False)(x)
+                shortcut = layers.BatchNormalization()(shortcut)
+            y = layers.Conv2D(size, 3, strides=strides, padding="same", use_bias=False)(x)
+            y = layers.ReLU()(layers.BatchNormalization()(y))
+            y = layers.Conv2D(size, 3, padding="same", use_bias=False)(y)
+            y = layers.BatchNormalization()(y)
+            x = layers.ReLU()(layers.Add()([shortcut, y]))
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="resnet")
+
+
+# The limit: the wrapped model without Aggregate and Deaggregate -------------
+
+
+def inner_network(wrapped):
+    """The wrapped model's layers from `Aggregate` to `Deaggregate`, weights shared.
+
+    Takes aggregated inputs `(G, ..., n * C)` and returns the head's `(G, n * K)`
+    scores before the per-sample activation.
+    """
+    (aggregate,) = [l for l in wrapped.layers if isinstance(l, Aggregate)]
+    inputs = keras.Input(aggregate.output.shape[1:], name="aggregated")
+    scores = []
+
+    def call_fn(layer, *args, **kwargs):
+        if isinstance(layer, Aggregate):
+            return inputs
+        if isinstance(layer, Deaggregate):
+            scores.append(args[0])
+        if scores:
+            # The per-sample activation moves into the loss (`grouped_loss`).
+            return scores[0]
+        return layer(*args, **kwargs)
+
+    sample = keras.Input(wrapped.inputs[0].shape[1:])
+    wrapped._run_through_graph(sample, call_fn=call_fn)
+    return keras.Model(inputs, scores[0], name=f"limit_{wrapped.name}")
+
+
+def grouped_loss(classes):
+    """The wrapped model's loss on `(G, n * K)` scores and `(G, n)` labels."""
+
+    def loss(y_true, y_pred):
+        probabilities = ops.softmax(ops.reshape(y_pred, (-1, classes)), axis=-1)
+        labels = ops.reshape(y_true, (-1,))
+        return keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+
+    return loss
+
+
+def aggregate_numpy(x, n, replicate):
+    """NumPy's version of the Aggregate layout, computed before timing."""
+    if replicate:
+        return np.ascontiguousarray(np.tile(x, (1,) * (x.ndim - 1) + (n,)))
+    groups = x.reshape((-1, n) + x.shape[1:])
+    return np.ascontiguousarray(np.moveaxis(groups, 1, -2)).reshape(
+        groups.shape[:1] + x.shape[1:-1] + (n * x.shape[-1],)
+    )
+
+
+# Timing -----------------------------------------------------------------------
+
+
+def build_tasks(args, x, y):
+    """Timed callables, keyed by (backbone, variant, n, phase)."""
+    tasks = {}
+    jit = {}
+
+    def compiled(model, loss="sparse_categorical_crossentropy"):
+        model.compile(optimizer="adam", loss=loss, jit_compile=args.jit_compile)
+        return model
+
+    def fit_task(model, inputs, labels, batch_size):
+        return lambda: model.fit(
+            inputs, labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False
+        )
+
+    def predict_task(model, inputs, batch_size):
+        return lambda: model.predict(inputs, batch_size=batch_size, verbose=0)
+
+    for name in args.backbones:
+        if name == "resnet":
+            backbone = compiled(resnet(x.shape[1:], blocks=args.resnet_blocks))
+        else:
+            backbone = compiled(small_cnn(x.shape[1:]))
+        jit[name] = backbone.jit_compile
+        tasks[name, "plain", 1, "fit"] = fit_task(backbone, x, y, args.batch)
+        tasks[name, "plain", 1, "predict"] = predict_task(backbone, x, args.predict_batch)
+        for n in args.ns:
+            replicate = compiled(keras_agrlearn.wrap(backbone, n, inference="replicate"))
+            group = compiled(keras_agrlearn.wrap(backbone, n, inference="group"))
+            limit = compiled(inner_network(replicate), loss=grouped_loss(CLASSES))
+            x_group = aggregate_numpy(x, n, replicate=False)
+            x_replicate = aggregate_numpy(x, n, replicate=True)
+            y_group = y.reshape(-1, n)
+            tasks[name, "replicate", n, "fit"] = fit_task(replicate, x, y, args.batch)
+            tasks[name, "limit", n, "fit"] = fit_task(
+                limit, x_group, y_group, args.batch // n
+            )
+            tasks[name, "replicate", n, "predict"] = predict_task(
+                replicate, x, args.predict_batch
+            )
+            tasks[name, "group", n, "predict"] = predict_task(group, x, args.predict_batch)
+            tasks[name, "limit-replicate", n, "predict"] = predict_task(
+                limit, x_replicate, args.predict_batch
+            )
+            tasks[name, "limit-group", n, "predict"] = predict_task(
+                limit, x_group, args.predict_batch // n
+            )
+    return tasks, jit
+
+
+def measure(tasks, repeats, warmup, seed):
+    """Median seconds per task, the tasks interleaved in a new order each repeat."""
+    for task in tasks.values():
+        for _ in range(warmup):
+            task()
+    times = {key: [] for key in tasks}
+    keys = list(tasks)
+    order = np.random.default_rng(seed)
+    for _ in range(repeats):
+        for index in order.permutation(len(keys)):
+            key = keys[index]
+            start = time.perf_counter()
+            tasks[key]()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+# Memory -----------------------------------------------------------------------
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _compiled_call(layer):
+    """The layer's inference call, compiled the way `predict` compiles it."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(lambda t: layer(t, training=False))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda t: layer(t, training=False))
+    import torch
+
+    def call(t):
+        with torch.no_grad():
+            return layer(t, training=False)
+
+    return call
+
+
+def _peak_growth_mib(fn, inputs):
+    """Peak resident-set growth while `fn(inputs)` runs and its result lives."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM to the current resident set
+    before = _status_kib("VmRSS")
+    outputs = fn(inputs)
+    ops.convert_to_numpy(ops.sum(outputs))  # waits for asynchronous backends
+    peak = _status_kib("VmHWM")
+    del outputs
+    return (peak - before) / 1024
+
+
+def measure_memory(args):
+    shape = (args.memory_batch,) + tuple(args.image_shape)
+    rng = np.random.default_rng(0)
+    inputs = ops.convert_to_tensor(rng.random(shape, dtype=np.float32))
+    small = ops.convert_to_tensor(rng.random((args.ns[-1] * 2,) + shape[1:], dtype=np.float32))
+    input_mib = np.prod(shape) * 4 / 2**20
+    rows = []
+    for inference in ("group", "replicate"):
+        for n in args.ns:
+            layer = Aggregate(n, inference=inference)
+            fn = _compiled_call(layer)
+            fn(small)  # builds the layer outside the measured region
+            if keras.backend.backend() == "jax":
+                fn = compiled = fn.lower(inputs).compile()
+            else:
+                fn(inputs)  # traces for this shape outside the measured region
+            growth = _peak_growth_mib(fn, inputs)
+            output_mib = input_mib * (n if inference == "replicate" else 1)
+            row = {
+                "inference": inference,
+                "n": n,
+                "input_mib": input_mib,
+                "aggregated_mib": output_mib,
+                "peak_growth_mib": growth,
+            }
+            if keras.backend.backend() == "jax":
+                analysis = compiled.memory_analysis()
+                row["xla_output_mib"] = analysis.output_size_in_bytes / 2**20
+                row["xla_temp_mib"] = analysis.temp_size_in_bytes / 2**20
+            rows.append(row)
+    return rows
+
+
+# Main ---------------------------------------------------------------------------
+
+
+def versions():
+    found = {"python": platform.python_version(), "keras": keras.__version__}
+    for module in ("numpy", "jax", "jaxlib", "tensorflow", "torch"):
+        try:
+            found[module] = __import__(module).__version__
+        except ImportError:
+            continue
+    return found
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [l.split(":", 1)[1].strip() for l in info if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
+    parser.add_argument("--backbones", default="cnn,resnet", type=lambda t: t.split(","))
+    parser.add_argument("--resnet-blocks", type=int, default=1, help="basic blocks per stage")
+    parser.add_argument("--ns", default="2,3,4", type=ints, help="group sizes n")
+    parser.add_argument("--image-shape", default="32,32,3", type=ints)
+    parser.add_argument("--samples", type=int, default=768, help="samples per timed call")
+    parser.add_argument("--batch", type=int, default=96, help="fit batch size")
+    parser.add_argument("--predict-batch", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--memory-batch", type=int, default=4096)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--jit-compile", default="auto", type=lambda t: t if t == "auto" else t == "true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="JSON results path")
+    args = parser.parse_args(argv)
+    for n in args.ns:
+        for size in (args.batch, args.predict_batch, args.samples):
+            if size % n:
+                parser.error(f"sizes must be multiples of every n; {size} % {n} != 0")
+    if args.samples % args.batch or args.samples % args.predict_batch:
+        parser.error("--samples must be a multiple of --batch and --predict-batch")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    memory = [] if args.no_memory else measure_memory(args)
+    rng = np.random.default_rng(args.seed)
+    x = rng.random((args.samples,) + tuple(args.image_shape), dtype=np.float32)
+    y = rng.integers(0, CLASSES, args.samples).astype("int32")
+    tasks, jit = build_tasks(args, x, y)
+    start = time.perf_counter()
+    times = measure(tasks, args.repeats, args.warmup, args.seed)
+    results = []
+    for (backbone, variant, n, phase), seconds in times.items():
+        median = statistics.median(seconds)
+        results.append(
+            {
+                "backbone": backbone,
+                "variant": variant,
+                "n": n,
+                "phase": phase,
+                "seconds": seconds,
+                "median_s": median,
+                "samples_per_s": args.samples / median,
+            }
+        )
+    report = {
+        "backend": keras.backend.backend(),
+        "jit_compile": jit,
+        "versions": versions(),
+        "machine": machine(),
+        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "command": " ".join([f"KERAS_BACKEND={keras.backend.backend()}", "python"] + sys.argv),
+        "measure_s": time.perf_counter() - start,
+        "results": results,
+        "memory": memory,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as out:
+        json.dump(report, out, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()
