@@ -1,0 +1,133 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_agrlearn.metrics import ExpectedCalibrationError
+from keras_agrlearn.metrics import NegativeLogLikelihood
+
+
+def reference_nll(labels, probs):
+    return float(np.mean(-np.log(probs[np.arange(len(labels)), labels])))
+
+
+def reference_ece(labels, probs, num_bins):
+    """Guo et al. (2017): sum over bins of |accuracy - confidence| * share."""
+    confidence = probs.max(-1)
+    correct = probs.argmax(-1) == labels
+    bins = np.minimum((confidence * num_bins).astype(int), num_bins - 1)
+    total = 0.0
+    for b in range(num_bins):
+        members = bins == b
+        if members.any():
+            total += abs(correct[members].mean() - confidence[members].mean()) * members.mean()
+    return total
+
+
+def random_probs(rng, count=64, classes=5):
+    logits = rng.normal(size=(count, classes)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return logits.astype("float32"), probs.astype("float32"), rng.integers(0, classes, count)
+
+
+def result(metric, *args, **kwargs):
+    metric.update_state(*args, **kwargs)
+    return float(metric.result())
+
+
+@pytest.mark.parametrize("num_bins", [1, 10, 15])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_matches_numpy_reference(rng, num_bins, from_logits):
+    logits, probs, labels = random_probs(rng)
+    y_pred = logits if from_logits else probs
+    ece = result(ExpectedCalibrationError(num_bins, from_logits=from_logits), labels, y_pred)
+    nll = result(NegativeLogLikelihood(from_logits=from_logits), labels, y_pred)
+    np.testing.assert_allclose(ece, reference_ece(labels, probs, num_bins), atol=1e-5)
+    np.testing.assert_allclose(nll, reference_nll(labels, probs), rtol=1e-4)
+
+
+@pytest.mark.parametrize("metric_class", [ExpectedCalibrationError, NegativeLogLikelihood])
+def test_label_formats_and_batching_agree(rng, metric_class):
+    _, probs, labels = random_probs(rng)
+    one_hot = np.eye(5, dtype="float32")[labels]
+    whole = result(metric_class(), labels, probs)
+    assert result(metric_class(), labels[:, None], probs) == pytest.approx(whole, abs=1e-6)
+    assert result(metric_class(), one_hot, probs) == pytest.approx(whole, abs=1e-6)
+    # The state holds sums, so batches of any size give the whole-set value.
+    split = metric_class()
+    split.update_state(labels[:10], probs[:10])
+    split.update_state(labels[10:], probs[10:])
+    assert float(split.result()) == pytest.approx(whole, abs=1e-6)
+    split.reset_state()
+    assert float(split.result()) == 0.0
+
+
+@pytest.mark.parametrize("metric_class", [ExpectedCalibrationError, NegativeLogLikelihood])
+def test_sample_weight_counts_samples(rng, metric_class):
+    _, probs, labels = random_probs(rng, count=6)
+    weights = np.array([2, 0, 1, 1, 0, 3], dtype="float32")
+    repeated = np.repeat(np.arange(6), weights.astype(int))
+    weighted = result(metric_class(), labels, probs, sample_weight=weights)
+    expanded = result(metric_class(), labels[repeated], probs[repeated])
+    assert weighted == pytest.approx(expanded, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "labels, probs, ece, nll",
+    [
+        ([0, 1], [[1.0, 0.0], [0.0, 1.0]], 0.0, 0.0),
+        ([0, 1], [[0.9, 0.1], [0.7, 0.3]], 0.4, (-np.log(0.9) - np.log(0.3)) / 2),
+        # A zero probability for the true class is clipped, not infinite.
+        ([1], [[1.0, 0.0]], 1.0, -np.log(1e-7)),
+    ],
+)
+def test_known_values(labels, probs, ece, nll):
+    probs = np.array(probs, dtype="float32")
+    assert result(ExpectedCalibrationError(10), labels, probs) == pytest.approx(ece, abs=1e-6)
+    assert result(NegativeLogLikelihood(), labels, probs) == pytest.approx(nll, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [ExpectedCalibrationError(num_bins=7, from_logits=True, name="e7"),
+     NegativeLogLikelihood(from_logits=True, epsilon=1e-5, name="nll5")],
+    ids=["ece", "nll"],
+)
+def test_serialization_round_trip(rng, metric):
+    logits, _, labels = random_probs(rng)
+    config = keras.saving.serialize_keras_object(metric)
+    assert config["registered_name"].startswith("keras_agrlearn>")
+    clone = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    assert type(clone) is type(metric)
+    assert clone.get_config() == metric.get_config()
+    assert result(clone, labels, logits) == pytest.approx(result(metric, labels, logits))
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: ExpectedCalibrationError(num_bins=0), "num_bins"),
+        (lambda: ExpectedCalibrationError(num_bins=2.5), "num_bins"),
+        (lambda: NegativeLogLikelihood(epsilon=0), "epsilon"),
+    ],
+)
+def test_invalid_arguments(make, error):
+    with pytest.raises(ValueError, match=error):
+        make()
+
+
+def test_in_compile_fit_and_evaluate(rng, jit_compile):
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=[NegativeLogLikelihood(), ExpectedCalibrationError()],
+        jit_compile=jit_compile,
+    )
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    scores = model.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    probs = model.predict(x, verbose=0)
+    assert scores["nll"] == pytest.approx(scores["loss"], rel=1e-4)
+    assert scores["nll"] == pytest.approx(reference_nll(y, probs), rel=1e-4)
+    assert scores["ece"] == pytest.approx(reference_ece(y, probs, 15), abs=1e-5)
