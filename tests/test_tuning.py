@@ -1,0 +1,224 @@
+"""AgrLearnHyperModel, leaderboard() and the tuning/search.py job."""
+
+import importlib.util
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+keras_tuner = pytest.importorskip("keras_tuner")
+
+from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
+from keras_agrlearn.tuning import leaderboard  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(
+        f"agrlearn_tuning_{name}", ROOT / "tuning" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+search = _load_script("search")
+
+# Few samples, one epoch, two choices each: the search machinery is under
+# test here, not the accuracy it finds.
+TINY = ["--dataset", "digits", "--samples", "64", "--epochs", "1", "--batch-size", "32"]
+TINY += ["--n", "1", "2", "--width", "1", "2", "--verbose", "0"]
+
+
+def _backbone():
+    return keras.Sequential(
+        [
+            keras.Input((6, 2)),
+            keras.layers.Conv1D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+def _table(project_dir):
+    lines = (project_dir / "leaderboard.md").read_text().strip().splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+@pytest.mark.parametrize("n, width", [(1, 1.0), (2, 1.0), (3, 1.5)])
+def test_build_fixed_values(n, width, rng):
+    hypermodel = AgrLearnHyperModel(_backbone(), n=n, width=width)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert hp.values == {"n": n, "width": width, "learning_rate": 1e-3}
+    assert model.optimizer is not None and model.compiled
+    x = rng.random((5, 6, 2)).astype("float32")
+    assert tuple(model(x).shape) == (5, 3)
+    if (n, width) == (1, 1.0):
+        assert model.count_params() == _backbone().count_params()
+
+
+def test_search_space_names_and_choices():
+    hypermodel = AgrLearnHyperModel(
+        _backbone, n=(1, 2, 4), width=(1.0, 2.0), learning_rate=(1e-4, 1e-2)
+    )
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    space = {p.name: p for p in hp.space}
+    assert list(space["n"].values) == [1, 2, 4]
+    assert list(space["width"].values) == [1.0, 2.0]
+    rate = space["learning_rate"]
+    assert (rate.min_value, rate.max_value, rate.sampling) == (1e-4, 1e-2, "log")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", keras.optimizers.SGD(momentum=0.5)])
+def test_optimizer_gets_trial_learning_rate(optimizer):
+    hypermodel = AgrLearnHyperModel(_backbone(), n=2, width=1.0, optimizer=optimizer)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("learning_rate", 0.05)
+    model = hypermodel.build(hp)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+    assert model.optimizer is not optimizer
+    if not isinstance(optimizer, str):
+        assert model.optimizer.momentum == 0.5
+
+
+def test_metric_objects_are_fresh_per_trial():
+    metric = keras.metrics.SparseCategoricalAccuracy(name="acc")
+    hypermodel = AgrLearnHyperModel(_backbone(), n=2, width=1.0, metrics=[metric])
+    first = hypermodel.build(keras_tuner.HyperParameters())
+    second = hypermodel.build(keras_tuner.HyperParameters())
+    x, y = np.zeros((4, 6, 2), "float32"), np.zeros((4,), "int32")
+    first.evaluate(x, y, verbose=0)
+    second.evaluate(x, y, verbose=0)
+    # A metric shared between the models would have counted their samples.
+    assert float(metric.count) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"backbone": "resnet"}, TypeError),
+        ({"n": (1, 0)}, ValueError),
+        ({"n": (2, 2)}, ValueError),
+        ({"n": ()}, ValueError),
+        ({"width": (1.0, -1.0)}, ValueError),
+        ({"learning_rate": 0.0}, ValueError),
+        ({"learning_rate": (1e-2, 1e-4)}, ValueError),
+        ({"learning_rate": (1e-4, 1e-3, 1e-2)}, ValueError),
+        ({"optimizer": 3}, TypeError),
+        ({"inference": "mean"}, ValueError),
+        ({"dropout": 0.5}, TypeError),
+    ],
+)
+def test_invalid_arguments(kwargs, error):
+    kwargs = {"backbone": _backbone(), **kwargs}
+    with pytest.raises(error):
+        AgrLearnHyperModel(**kwargs)
+
+
+def test_callable_backbone_must_return_a_model():
+    hypermodel = AgrLearnHyperModel(lambda: "not a model", n=2, width=1.0)
+    with pytest.raises(TypeError, match="must return a keras.Model"):
+        hypermodel.build(keras_tuner.HyperParameters())
+
+
+@pytest.mark.parametrize(
+    "tuner, oracle",
+    [
+        ("random", "RandomSearchOracle"),
+        ("bayesian", "BayesianOptimizationOracle"),
+        ("hyperband", "HyperbandOracle"),
+    ],
+)
+def test_tuner_choice(tuner, oracle, tmp_path):
+    args = search.parse_args([*TINY, "--tuner", tuner, "--output", str(tmp_path)])
+    hypermodel = AgrLearnHyperModel(_backbone(), n=args.n, width=args.width)
+    built = search.make_tuner(args, hypermodel)
+    assert type(built.oracle).__name__ == oracle
+    assert built.project_dir == str(tmp_path / f"digits_{tuner}")
+
+
+def test_local_search_resumes_after_interrupt(tmp_path, monkeypatch, capsys):
+    # One search run twice, to keep the suite short: interrupted in its second
+    # trial, then resumed from the same directory to the end and the report.
+    argv = [*TINY, "--tuner", "random", "--trials", "2", "--output", str(tmp_path)]
+    run_trial = keras_tuner.RandomSearch.run_trial
+    started = []
+
+    def interrupted_in_second_trial(self, trial, *args, **kwargs):
+        started.append(trial.trial_id)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return run_trial(self, trial, *args, **kwargs)
+
+    monkeypatch.setattr(keras_tuner.RandomSearch, "run_trial", interrupted_in_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        search.main(argv)
+    project = tmp_path / "digits_random"
+    first = json.loads((project / "trial_0" / "trial.json").read_text())
+    assert first["status"] == "COMPLETED"
+    assert not (project / "leaderboard.md").exists()
+
+    assert search.main(argv) == 0
+    # The finished trial is kept, the interrupted one runs again.
+    assert started == ["0", "1", "1"]
+    rows = {row[1]: row for row in _table(project)}
+    assert sorted(rows) == ["0", "1"]
+    assert all(row[-1] == "COMPLETED" for row in rows.values())
+    assert {row[2] for row in rows.values()} <= {"1", "2"}
+    assert float(rows["0"][5]) == pytest.approx(first["score"], abs=1e-4)
+    assert (project / "score_by_n_width.png").stat().st_size > 0
+    model = keras.saving.load_model(project / "best_model.keras")
+    assert tuple(model.output.shape) == (None, 10)
+    out = capsys.readouterr().out
+    assert "Reloading Tuner" in out
+    assert "Leaderboard (2 trials" in out and "Best: n=" in out
+
+
+@pytest.mark.parametrize("objective, best_first", [("val_loss", 0.2), ("val_accuracy", 0.9)])
+def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
+    hypermodel = AgrLearnHyperModel(_backbone(), n=(1, 2, 3), width=1.0)
+    tuner = keras_tuner.GridSearch(
+        hypermodel, objective=objective, directory=str(tmp_path), max_trials=3
+    )
+    oracle = tuner.oracle
+    for score in (0.9, 0.2):
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {objective: score})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    oracle.create_trial("tuner0")
+    rows = leaderboard(tuner)
+    assert [row["score"] for row in rows[:2]] == pytest.approx([best_first, 1.1 - best_first])
+    assert rows[2]["score"] is None
+    assert [row["n"] for row in rows][2] == 3
+    assert rows[2]["status"] == "RUNNING"
+    assert rows[0].keys() == {"trial", "n", "width", "learning_rate", "score", "status"}
+
+
+def test_load_digits_splits():
+    (x, y), (xv, yv), (xt, yt) = search.load_digits(seed=0)
+    assert x.shape[1:] == (8, 8, 1) and len(x) + len(xv) + len(xt) == 1797
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_load_mnist1d_offline():
+    (x, y), (xv, yv), (xt, yt) = search.load_mnist1d(num_samples=100)
+    assert x.shape == (64, 40) and xv.shape == (16, 40) and xt.shape == (20, 40)
+    assert set(np.unique(y)) <= set(range(10))
+
+
+def test_load_cifar10_offline():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
+        (x, y), (xv, yv), (xt, yt) = search.load_cifar10()
+    assert x.shape == (18, 32, 32, 3) and xv.shape == (2, 32, 32, 3)
+    assert xt.shape[1:] == (32, 32, 3) and y.dtype == np.int32
+    model = search.backbone("cifar10")
+    assert tuple(model(xt[:2]).shape) == (2, 10)

@@ -1,0 +1,86 @@
+"""tuning/distributed.py: a chief oracle and two workers on 127.0.0.1."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("keras_tuner")
+pytest.importorskip("grpc")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAUNCHER = ROOT / "tuning" / "distributed.py"
+
+
+def _load_launcher():
+    spec = importlib.util.spec_from_file_location("agrlearn_tuning_distributed", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chief_and_two_workers_complete_every_trial(tmp_path):
+    command = [
+        sys.executable,
+        str(LAUNCHER),
+        "--workers", "2",
+        "--timeout", "420",
+        "--",
+        "--dataset", "digits",
+        "--samples", "64",
+        "--epochs", "1",
+        "--trials", "2",
+        "--n", "1", "2",
+        "--width", "1", "2",
+        "--verbose", "0",
+        "--output", str(tmp_path),
+    ]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    # The launcher's own timeout stops its children; this one guards the launcher.
+    result = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=480
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    out = result.stdout
+    project = tmp_path / "digits_random"
+    lines = (project / "leaderboard.md").read_text().strip().splitlines()[2:]
+    assert len(lines) == 2 and all(line.endswith("| COMPLETED |") for line in lines)
+    assert (project / "best_model.keras").exists()
+    assert "[chief] Leaderboard (2 trials" in out
+    for worker in ("worker0", "worker1"):
+        assert (project / f"{worker}.json").exists()
+
+
+def test_launcher_refuses_overwrite():
+    launcher = _load_launcher()
+    with pytest.raises(ValueError, match="share one output directory"):
+        launcher.launch(2, ["--overwrite"])
+
+
+def test_free_port_is_bindable():
+    import socket
+
+    port = _load_launcher().free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_a_failed_worker_stops_every_process(tmp_path, monkeypatch):
+    # A stand-in for search.py: worker1 fails at once, the others would hang.
+    fake = tmp_path / "fake_search.py"
+    fake.write_text(
+        "import os, sys, time\n"
+        "if os.environ['KERASTUNER_TUNER_ID'] == 'worker1':\n"
+        "    sys.exit(3)\n"
+        "time.sleep(600)\n"
+    )
+    launcher = _load_launcher()
+    monkeypatch.setattr(launcher, "SEARCH", str(fake))
+    stopped = []
+    stop = launcher._stop
+    monkeypatch.setattr(launcher, "_stop", lambda processes: stopped.extend(processes) or stop(processes))
+    assert launcher.launch(2, [], timeout=60) == 1
+    assert len(stopped) == 3 and all(process.poll() is not None for process in stopped)

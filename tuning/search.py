@@ -1,0 +1,346 @@
+"""Searches the aggregation factor n and the width of an AgrLearn classifier.
+
+Runs a KerasTuner search over `keras_agrlearn.tuning.AgrLearnHyperModel` on
+one of three datasets, then prints a leaderboard and writes, under
+`OUTPUT/DATASET_TUNER/`:
+
+- `leaderboard.md`: the trials, best first (n, width, learning rate, score);
+- `best_model.keras`: the best trial's model, loadable with
+  `keras.saving.load_model` once `keras_agrlearn` is imported;
+- `score_by_n_width.png`: the best score for each n, one line per width.
+
+Run again with the same `--output`, the search continues where it stopped
+(`--overwrite` starts afresh). With the `KERASTUNER_*` variables set (see
+`tuning/distributed.py`), the process is the chief oracle or one worker of a
+distributed search.
+
+Examples:
+
+    python tuning/search.py --dataset digits --trials 6 --epochs 5
+    python tuning/search.py --dataset mnist1d --tuner bayesian --trials 12 \\
+        --epochs 20 --output runs/mnist1d
+    python tuning/search.py --dataset cifar10 --tuner hyperband --epochs 27
+"""
+
+import argparse
+import os
+import sys
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_tuner  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
+from keras_agrlearn.tuning import leaderboard  # noqa: E402
+
+DATASETS = ("digits", "mnist1d", "cifar10")
+TUNERS = ("random", "bayesian", "hyperband")
+OBJECTIVE = "val_accuracy"
+
+
+# --- Data: (x_train, y_train), (x_val, y_val), (x_test, y_test) -------------
+
+
+def load_digits(seed):
+    """scikit-learn's 8x8 digits (1797 images), split 60/20/20."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    data = sklearn_digits()
+    x = (data.images / 16.0).astype("float32")[..., None]
+    y = data.target.astype("int32")
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    val, test = int(0.6 * len(x)), int(0.8 * len(x))
+    return (x[:val], y[:val]), (x[val:test], y[val:test]), (x[test:], y[test:])
+
+
+def load_mnist1d(num_samples=5000):
+    """MNIST-1D generated locally with its standard arguments (seed 42): 4000
+    training sequences of length 40 (the last 800 held out for validation)
+    and 1000 test sequences."""
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    data = make_dataset(args)
+    x, y = data["x"].astype("float32"), data["y"].astype("int32")
+    val = int(0.8 * len(x))
+    test = (data["x_test"].astype("float32"), data["y_test"].astype("int32"))
+    return (x[:val], y[:val]), (x[val:], y[val:]), test
+
+
+def load_cifar10(data_dir=None):
+    """CIFAR-10 through tensorflow-datasets; the last 5000 training images
+    are held out for validation."""
+    import tensorflow_datasets as tfds
+
+    def arrays(dataset):
+        # Batches rather than `batch_size=-1`: one tensor of the whole split
+        # aborts under `tfds.testing.mock_data` (std::length_error).
+        images, labels = zip(*tfds.as_numpy(dataset))
+        return np.concatenate(images), np.concatenate(labels).astype("int32")
+
+    train, test = tfds.load(
+        "cifar10",
+        split=["train", "test"],
+        as_supervised=True,
+        batch_size=1000,
+        data_dir=data_dir,
+    )
+    x, y = arrays(train)
+    val = len(x) - max(1, len(x) // 10)
+    return (x[:val], y[:val]), (x[val:], y[val:]), arrays(test)
+
+
+def load(dataset, seed, data_dir=None):
+    if dataset == "digits":
+        return load_digits(seed)
+    if dataset == "mnist1d":
+        return load_mnist1d()
+    return load_cifar10(data_dir)
+
+
+# --- Backbones: plain classifiers that wrap() aggregates and widens ---------
+
+
+def backbone(dataset):
+    layers = keras.layers
+    if dataset == "digits":
+        return keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                layers.Conv2D(16, 3, padding="same", activation="relu"),
+                layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+                layers.Flatten(),
+                layers.Dense(64, activation="relu"),
+                layers.Dense(10, activation="softmax"),
+            ],
+            name="digits_cnn",
+        )
+    if dataset == "mnist1d":
+        return keras.Sequential(
+            [
+                keras.Input((40,)),
+                layers.Reshape((40, 1)),
+                layers.Conv1D(32, 5, padding="same", activation="relu"),
+                layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
+                layers.Flatten(),
+                layers.Dense(10, activation="softmax"),
+            ],
+            name="mnist1d_cnn",
+        )
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            layers.Rescaling(1.0 / 255),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(128, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="cifar10_cnn",
+    )
+
+
+# --- The search --------------------------------------------------------------
+
+
+def make_tuner(args, hypermodel):
+    common = dict(
+        objective=OBJECTIVE,
+        directory=args.output,
+        project_name=f"{args.dataset}_{args.tuner}",
+        overwrite=args.overwrite,
+        seed=args.seed,
+    )
+    if args.tuner == "random":
+        return keras_tuner.RandomSearch(hypermodel, max_trials=args.trials, **common)
+    if args.tuner == "bayesian":
+        return keras_tuner.BayesianOptimization(
+            hypermodel, max_trials=args.trials, **common
+        )
+    return keras_tuner.Hyperband(
+        hypermodel, max_epochs=args.epochs, factor=args.factor, **common
+    )
+
+
+def is_worker():
+    """Whether this process is a worker of a distributed search."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
+
+
+def format_leaderboard(rows, objective=OBJECTIVE):
+    lines = [
+        f"| rank | trial | n | width | learning rate | {objective} | status |",
+        "|---:|---:|---:|---:|---:|---:|:---|",
+    ]
+    for rank, row in enumerate(rows, 1):
+        score = "" if row["score"] is None else f"{row['score']:.4f}"
+        learning_rate = row["learning_rate"]
+        learning_rate = "" if learning_rate is None else f"{learning_rate:.3g}"
+        lines.append(
+            f"| {rank} | {row['trial']} | {row['n']} | {row['width']} | "
+            f"{learning_rate} | {score} | {row['status']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_scores(rows, path, title):
+    """Best score per n, one line per width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = {}
+    for row in rows:
+        if row["score"] is not None:
+            key = (row["width"], row["n"])
+            best[key] = max(best.get(key, row["score"]), row["score"])
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for width in sorted({w for w, _ in best}):
+        points = sorted((n, score) for (w, n), score in best.items() if w == width)
+        axes.plot(*zip(*points), marker="o", label=f"width {width}")
+    axes.set_xlabel("n (samples aggregated)")
+    axes.set_ylabel(f"best {OBJECTIVE}")
+    axes.set_title(title)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    if best:
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def report(tuner, data, args):
+    """Prints the leaderboard and saves the table, the best model and the plot."""
+    rows = leaderboard(tuner)
+    table = format_leaderboard(rows)
+    print(f"\nLeaderboard ({len(rows)} trials, {args.tuner} search on {args.dataset}):")
+    print(table)
+    project_dir = os.path.join(args.output, f"{args.dataset}_{args.tuner}")
+    with open(os.path.join(project_dir, "leaderboard.md"), "w") as f:
+        f.write(table + "\n")
+    plot_path = os.path.join(project_dir, "score_by_n_width.png")
+    plot_scores(rows, plot_path, f"{args.dataset}, {args.tuner} search")
+    print(f"Plot: {plot_path}")
+    completed = [row for row in rows if row["score"] is not None]
+    if not completed:
+        print("No trial completed; no best model.")
+        return 1
+    best = completed[0]
+    print(
+        f"Best: n={best['n']}, width={best['width']}, "
+        f"learning rate={best['learning_rate']:.3g}, {OBJECTIVE}={best['score']:.4f}"
+    )
+    try:
+        with warnings.catch_warnings():
+            # Trial checkpoints hold the optimizer's state too, which the
+            # best model, compiled afresh, does not need.
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model = tuner.get_best_models(1)[0]
+    except (OSError, FileNotFoundError) as error:
+        # A distributed search across hosts without a shared directory keeps
+        # each trial's weights on the worker that trained it.
+        print(f"The best trial's weights are not readable here ({error}).")
+        return 0
+    x_test, y_test = data[2]
+    results = model.evaluate(
+        x_test, y_test, batch_size=args.batch_size, verbose=0, return_dict=True
+    )
+    print(f"Best model on the test set: accuracy={results['accuracy']:.4f}")
+    model_path = os.path.join(project_dir, "best_model.keras")
+    # A built (still untouched) optimizer saves all its slots, so the file
+    # loads without a variable-count mismatch.
+    model.optimizer.build(model.trainable_variables)
+    model.save(model_path)
+    print(f"Best model: {model_path}")
+    return 0
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default="digits")
+    parser.add_argument("--tuner", choices=TUNERS, default="random")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=10,
+        help="trials to run (random, bayesian); Hyperband's count follows "
+        "--epochs and --factor",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="epochs per trial (Hyperband: the most)"
+    )
+    parser.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
+    parser.add_argument("--output", default="agrlearn_tuning", help="output directory")
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--width", type=float, nargs="+", default=[1.0, 1.5, 2.0])
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        nargs="+",
+        default=[1e-3],
+        help="one value (fixed) or MIN MAX (searched on a log scale)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--samples", type=int, default=None, help="use only this many training samples"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets directory")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh")
+    parser.add_argument(
+        "--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity"
+    )
+    args = parser.parse_args(argv)
+    if len(args.learning_rate) > 2:
+        parser.error("--learning-rate takes one value or MIN MAX")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    data = load(args.dataset, args.seed, args.data_dir)
+    (x_train, y_train), validation = data[0], data[1]
+    if args.samples is not None:
+        x_train, y_train = x_train[: args.samples], y_train[: args.samples]
+    learning_rate = args.learning_rate
+    hypermodel = AgrLearnHyperModel(
+        backbone(args.dataset),
+        n=args.n,
+        width=args.width,
+        learning_rate=learning_rate[0] if len(learning_rate) == 1 else learning_rate,
+    )
+    tuner = make_tuner(args, hypermodel)
+    if not is_worker():
+        tuner.search_space_summary()
+    tuner.search(
+        x_train,
+        y_train,
+        validation_data=validation,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+    )
+    if is_worker():
+        return 0
+    return report(tuner, data, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
