@@ -12,20 +12,42 @@ import argparse
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 BACKENDS = ("tensorflow", "jax", "torch")
+# Which median the tables and plot use: "cpu" (process CPU seconds) or "wall".
+CLOCK = "cpu"
 
 
-def run(backends, results, extra):
+def thread_caps(threads):
+    """Environment that caps every backend's thread pools at `threads`."""
+    if not threads:
+        return {}
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": str(threads),
+        "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}",
+    }
+
+
+def run(backends, results, extra, threads, parallel):
+    processes = []
     for backend in backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+        env.update(thread_caps(threads))
         out = results / f"{backend}.json"
         command = [sys.executable, str(HERE / "throughput.py"), f"--out={out}", *extra]
         print(f"=== {backend}: {' '.join(command)}", flush=True)
-        subprocess.run(command, env=env, check=True)
+        processes.append(subprocess.Popen(command, env=env))
+        if not parallel:
+            processes[-1].wait()
+    for process in processes:
+        if process.wait():
+            raise SystemExit(f"{process.args} failed with exit {process.returncode}")
 
 
 def load(results, backends):
@@ -38,10 +60,19 @@ def load(results, backends):
 
 
 def _medians(report):
-    return {
-        (r["backbone"], r["variant"], r["n"], r["phase"]): r["median_s"]
-        for r in report["results"]
-    }
+    key = "median_cpu_s" if CLOCK == "cpu" else "median_s"
+    return {(r["backbone"], r["variant"], r["n"], r["phase"]): r[key] for r in report["results"]}
+
+
+def spread(report, backbone):
+    """Median relative distance to the median, over all tasks: the noise floor."""
+    key = "cpu_seconds" if CLOCK == "cpu" else "seconds"
+    deviations = []
+    for r in report["results"]:
+        if r["backbone"] == backbone:
+            middle = statistics.median(r[key])
+            deviations += [abs(v - middle) / middle for v in r[key]]
+    return statistics.median(deviations)
 
 
 def throughput_table(report, backbone):
@@ -99,11 +130,14 @@ def tables(reports):
         parts.append(f"### {backend}\n")
         parts.append(f"Command: `{report['command']}`  ")
         parts.append(
-            f"jit_compile: {report['jit_compile']}; measuring took "
-            f"{report['measure_s']:.0f} s.\n"
+            f"jit_compile: {report['jit_compile']}; threads: {report.get('threads')}; "
+            f"measuring took {report['measure_s']:.0f} s; medians of {CLOCK} seconds.\n"
         )
         for backbone in report["args"]["backbones"]:
-            parts.append(f"**{backbone}**\n")
+            parts.append(
+                f"**{backbone}** (repeat-to-repeat spread: median "
+                f"{spread(report, backbone):.1%} from the median)\n"
+            )
             parts.append(throughput_table(report, backbone) + "\n")
         parts.append(f"**Aggregate memory, batch {report['args']['memory_batch']}**\n")
         parts.append(memory_table(report) + "\n")
@@ -139,7 +173,7 @@ def plot(reports, path):
             ax.set_title(f"{backbone}, {backend}")
             ax.set_xticks(ns)
             ax.set_xlabel("n (1 = plain backbone)")
-            ax.set_ylabel("samples/s")
+            ax.set_ylabel(f"samples per {CLOCK} second")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
@@ -152,12 +186,19 @@ def main(argv=None):
     parser.add_argument("--results", default=str(HERE / "results"), type=pathlib.Path)
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "benchmarks_throughput.png"))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="thread cap, 0: backend default")
+    parser.add_argument(
+        "--parallel", action="store_true", help="run the backends at once (use with --clock cpu)"
+    )
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     args, extra = parser.parse_known_args(argv)
+    global CLOCK
+    CLOCK = args.clock
     extra = [a for a in extra if a != "--"]
     backends = args.backends.split(",")
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        run(backends, args.results, extra)
+        run(backends, args.results, extra, args.threads, args.parallel)
     reports = load(args.results, backends)
     (args.results / "tables.md").write_text(tables(reports))
     plot(reports, args.plot)

@@ -53,6 +53,9 @@ from keras_agrlearn import Deaggregate  # noqa: E402
 
 CLASSES = 10
 
+# Environment variables that cap the backends' thread pools (set by run_all.py).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "XLA_FLAGS")
+
 
 # Backbones ------------------------------------------------------------------
 
@@ -196,20 +199,27 @@ def build_tasks(args, x, y):
 
 
 def measure(tasks, repeats, warmup, seed):
-    """Median seconds per task, the tasks interleaved in a new order each repeat."""
+    """Wall and CPU seconds per task, interleaved in a new order each repeat.
+
+    The CPU seconds are this process's (all its threads): on a machine shared
+    with other work they count what the task computed, not the time it waited
+    for a core, so their ratios stay meaningful when wall times do not.
+    """
     for task in tasks.values():
         for _ in range(warmup):
             task()
-    times = {key: [] for key in tasks}
+    wall = {key: [] for key in tasks}
+    cpu = {key: [] for key in tasks}
     keys = list(tasks)
     order = np.random.default_rng(seed)
     for _ in range(repeats):
         for index in order.permutation(len(keys)):
             key = keys[index]
-            start = time.perf_counter()
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
             tasks[key]()
-            times[key].append(time.perf_counter() - start)
-    return times
+            cpu[key].append(time.process_time() - start_cpu)
+            wall[key].append(time.perf_counter() - start_wall)
+    return wall, cpu
 
 
 # Memory -----------------------------------------------------------------------
@@ -342,6 +352,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if keras.backend.backend() == "torch" and os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        # PyTorch's inter-op pool ignores OMP_NUM_THREADS.
+        torch.set_num_interop_threads(int(os.environ["OMP_NUM_THREADS"]))
     keras.utils.set_random_seed(args.seed)
     memory = [] if args.no_memory else measure_memory(args)
     rng = np.random.default_rng(args.seed)
@@ -349,10 +364,10 @@ def main(argv=None):
     y = rng.integers(0, CLASSES, args.samples).astype("int32")
     tasks, jit = build_tasks(args, x, y)
     start = time.perf_counter()
-    times = measure(tasks, args.repeats, args.warmup, args.seed)
+    wall, cpu = measure(tasks, args.repeats, args.warmup, args.seed)
     results = []
-    for (backbone, variant, n, phase), seconds in times.items():
-        median = statistics.median(seconds)
+    for (backbone, variant, n, phase), seconds in wall.items():
+        cpu_seconds = cpu[backbone, variant, n, phase]
         results.append(
             {
                 "backbone": backbone,
@@ -360,8 +375,10 @@ def main(argv=None):
                 "n": n,
                 "phase": phase,
                 "seconds": seconds,
-                "median_s": median,
-                "samples_per_s": args.samples / median,
+                "cpu_seconds": cpu_seconds,
+                "median_s": statistics.median(seconds),
+                "median_cpu_s": statistics.median(cpu_seconds),
+                "samples_per_s": args.samples / statistics.median(seconds),
             }
         )
     report = {
@@ -369,6 +386,7 @@ def main(argv=None):
         "jit_compile": jit,
         "versions": versions(),
         "machine": machine(),
+        "threads": {k: os.environ.get(k) for k in THREAD_VARIABLES},
         "args": {k: v for k, v in vars(args).items() if k != "out"},
         "command": " ".join([f"KERAS_BACKEND={keras.backend.backend()}", "python"] + sys.argv),
         "measure_s": time.perf_counter() - start,

@@ -1,0 +1,77 @@
+"""Smoke test of benchmarks/throughput.py, so the benchmark cannot rot.
+
+Runs the script with tiny sizes on the current backend and checks that the
+limit network it times is exactly the wrapped model without its aggregation.
+Speed itself is never asserted here: see docs/BENCHMARKS.md.
+"""
+
+import importlib.util
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import keras_agrlearn
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_runs_with_tiny_sizes(throughput, tmp_path):
+    out = tmp_path / "results.json"
+    throughput.main(
+        [
+            "--backbones=cnn",
+            "--ns=2",
+            "--image-shape=6,6,1",
+            "--samples=8",
+            "--batch=4",
+            "--predict-batch=8",
+            "--repeats=1",
+            "--warmup=0",
+            "--memory-batch=8",
+            f"--out={out}",
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert report["backend"] == keras.backend.backend()
+    measured = {(r["backbone"], r["variant"], r["n"], r["phase"]) for r in report["results"]}
+    expected = {("cnn", "plain", 1, "fit"), ("cnn", "plain", 1, "predict")}
+    expected |= {("cnn", v, 2, "fit") for v in ("replicate", "limit")}
+    expected |= {
+        ("cnn", v, 2, "predict") for v in ("replicate", "group", "limit-replicate", "limit-group")
+    }
+    assert measured == expected
+    assert all(r["samples_per_s"] > 0 for r in report["results"])
+    assert {(m["inference"], m["n"]) for m in report["memory"]} == {
+        ("group", 2),
+        ("replicate", 2),
+    }
+
+
+@pytest.mark.parametrize("inference", ["group", "replicate"])
+def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, rng):
+    n = 3
+    x = rng.random((6, 4, 4, 2), dtype=np.float32)
+    wrapped = keras_agrlearn.wrap(throughput.resnet(x.shape[1:]), n, inference=inference)
+    limit = throughput.inner_network(wrapped)
+    aggregated = throughput.aggregate_numpy(x, n, replicate=inference == "replicate")
+    np.testing.assert_allclose(
+        aggregated,
+        keras.ops.convert_to_numpy(keras_agrlearn.Aggregate(n, inference=inference)(x)),
+    )
+    scores = keras.ops.convert_to_numpy(limit(aggregated))
+    scores = scores.reshape(-1, n, throughput.CLASSES)
+    if inference == "replicate":
+        scores = scores.mean(axis=1)
+    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(scores.reshape(len(x), -1)))
+    np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(wrapped(x)), atol=1e-5)
