@@ -413,9 +413,11 @@ class Rebuilder:
         config = layer.get_config()
         size_key = "units" if "units" in config else "filters"
         classes = config[size_key]
-        scores = self.clone(layer, **{size_key: self.n * classes, "activation": "linear"})(
-            *args, **kwargs
-        )
+        overrides = {size_key: self.n * classes, "activation": "linear"}
+        if self.reuse:
+            # The new head learns even when the kept body is frozen.
+            overrides["trainable"] = True
+        scores = self.clone(layer, **overrides)(*args, **kwargs)
         channels_first = config.get("data_format") == "channels_first"
         outputs = regroup(
             scores,

@@ -93,6 +93,11 @@ def _input_spec(model):
             "its input shape)."
         )
     shape = tuple(next(iter(shapes.values())))
+    # A subclassed model does not record its input dtype; an Embedding inside
+    # tells that it takes token ids.
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    if any(isinstance(layer, keras.layers.Embedding) for layer in layers):
+        return (None,) + shape[1:], "int32"
     return (None,) + shape[1:], model.compute_dtype
 
 

@@ -1,0 +1,147 @@
+"""The stem strategy: subclassed and pretrained backbones keep their body."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_agrlearn import wrap
+from keras_agrlearn.stem import STEM_NAME
+
+CLASSES = 3
+
+
+class _Features(keras.Model):
+    """A subclassed feature extractor: no classification layer of its own."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+
+    def call(self, inputs):
+        return self.pool(self.conv(inputs))
+
+
+def _subclassed():
+    model = _Features(name="features")
+    model(np.zeros((1, 6, 6, 2), "float32"))
+    return model
+
+
+def _functional():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(CLASSES, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name="pretrained")
+
+
+def _fit_and_predict(model, rng, jit_compile):
+    model.compile(
+        optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile
+    )
+    x = rng.random((8, 6, 6, 2)).astype("float32")
+    model.fit(x, rng.integers(0, CLASSES, 8), batch_size=4, epochs=1, verbose=0)
+    predictions = model.predict(x, batch_size=4, verbose=0)
+    assert predictions.shape == (8, CLASSES)
+    np.testing.assert_allclose(predictions.sum(-1), 1.0, atol=1e-5)
+    alone = keras.ops.convert_to_numpy(model(x[3:4], training=False))
+    np.testing.assert_allclose(alone[0], predictions[3], atol=1e-5)
+
+
+@pytest.mark.parametrize("inference", ["replicate", "group", "contextual"])
+def test_subclassed_model_is_wrapped_with_a_stem(inference, rng, jit_compile, capsys):
+    backbone = _subclassed()
+    model = wrap(backbone, n=2, inference=inference, classes=CLASSES, verbose=True)
+    assert "strategy='stem'" in capsys.readouterr().out
+    assert model.get_layer("features") is backbone
+    assert model.get_layer("agrlearn_head").units == 2 * CLASSES
+    if inference == "replicate":
+        _fit_and_predict(model, rng, jit_compile)
+    else:
+        x = rng.random((5, 6, 6, 2)).astype("float32")
+        assert keras.ops.convert_to_numpy(model(x, training=False)).shape == (5, CLASSES)
+
+
+def test_stem_keeps_pretrained_layers_and_replaces_the_head(rng, jit_compile):
+    backbone = _functional()
+    model = wrap(backbone, n=2, strategy="stem")
+    assert model.get_layer("conv") is backbone.get_layer("conv")
+    assert model.get_layer("head") is not backbone.get_layer("head")
+    assert model.get_layer("head").units == 2 * CLASSES
+    _fit_and_predict(model, rng, jit_compile)
+
+
+def test_frozen_backbone_trains_only_the_stem_and_the_head():
+    backbone = _functional()
+    backbone.trainable = False
+    model = wrap(backbone, n=2, strategy="stem")
+    names = sorted(weight.path.split("/")[0] for weight in model.trainable_weights)
+    assert names == [STEM_NAME, "head", "head"]
+
+
+def test_stem_starts_as_the_mean_of_the_slots(rng):
+    # A replicated sample enters the pretrained body exactly as it did alone.
+    model = wrap(_functional(), n=3, strategy="stem")
+    stem = keras.Model(model.inputs, model.get_layer(STEM_NAME).output)
+    x = rng.random((4, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(stem(x, training=False)), x, atol=1e-6
+    )
+
+
+def test_verbose_names_the_rebuild_strategy(capsys):
+    wrap(_functional(), n=2, verbose=True)
+    out = capsys.readouterr().out
+    assert "strategy='rebuild'" in out and "rebuilt layer by layer" in out
+
+
+def test_quiet_by_default(capsys):
+    wrap(_functional(), n=2)
+    assert capsys.readouterr().out == ""
+
+
+class _Tokens(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(10, 4)
+
+    def call(self, inputs):
+        return keras.ops.mean(self.embedding(inputs), axis=1)
+
+
+@pytest.mark.parametrize(
+    "make_model, kwargs, error, match",
+    [
+        (lambda: _Features(), {"classes": 3}, ValueError, r"subclassed model that is not built"),
+        (_subclassed, {}, ValueError, r"Pass `classes=`"),
+        (_subclassed, {"classes": 0}, ValueError, r"`classes` must be an integer >= 1"),
+        (_subclassed, {"classes": 3, "width": 2.0}, ValueError, r"need strategy='rebuild'"),
+        (_subclassed, {"classes": 3, "head": "conv"}, ValueError, r"no layer graph"),
+        (_subclassed, {"strategy": "rebuild"}, ValueError, r"subclassed model"),
+        (_functional, {"strategy": "stem", "classes": 3}, ValueError, r"has one, whose class count is kept"),
+        (_functional, {"classes": 3}, ValueError, r"`classes` is for strategy='stem' only"),
+        (_functional, {"strategy": "stems"}, ValueError, r"`strategy` must be one of 'rebuild', 'stem'"),
+    ],
+    ids=[
+        "unbuilt",
+        "no-classes",
+        "bad-classes",
+        "width",
+        "head",
+        "rebuild-subclassed",
+        "classes-with-head",
+        "classes-rebuild",
+        "unknown-strategy",
+    ],
+)
+def test_stem_arguments_are_validated(make_model, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        wrap(make_model(), n=2, **kwargs)
+
+
+def test_token_inputs_are_refused_by_the_stem():
+    model = _Tokens()
+    model(np.zeros((1, 5), "int32"))
+    with pytest.raises(ValueError, match=r"token ids.*strategy='rebuild'"):
+        wrap(model, n=2, classes=3)
