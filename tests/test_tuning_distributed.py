@@ -1,6 +1,7 @@
 """tuning/distributed.py: a chief oracle and two workers on 127.0.0.1."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -50,6 +51,8 @@ def test_chief_and_two_workers_complete_every_trial(tmp_path):
     assert len(lines) == 2 and all(line.endswith("| COMPLETED |") for line in lines)
     assert (project / "best_model.keras").exists()
     assert "[chief] Leaderboard (2 trials" in out
+    # Nothing left running: a rerun would only print the report again.
+    assert json.loads((project / "oracle.json").read_text())["ongoing_trials"] == {}
     for worker in ("worker0", "worker1"):
         assert (project / f"{worker}.json").exists()
 

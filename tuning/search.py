@@ -214,7 +214,7 @@ def plot_scores(rows, path, title):
     axes.set_xlabel("n (samples aggregated)")
     axes.set_ylabel(f"best {OBJECTIVE}")
     axes.set_title(title)
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.set_xticks(sorted({n for _, n in best}))
     if best:
         axes.legend()
     figure.tight_layout()
@@ -339,6 +339,9 @@ def main(argv=None):
     )
     if is_worker():
         return 0
+    # A chief oracle writes its state before it lets go of the last trial
+    # that ended; saving again keeps a rerun from training that trial anew.
+    tuner.save()
     return report(tuner, data, args)
 
 
