@@ -338,6 +338,9 @@ def parse_args(argv=None):
     parser.add_argument("--memory-batch", type=int, default=4096)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--jit-compile", default="auto", type=lambda t: t if t == "auto" else t == "true")
+    parser.add_argument(
+        "--dtype-policy", default=None, help='e.g. "mixed_float16"; default: Keras\'s global policy'
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON results path")
     args = parser.parse_args(argv)
@@ -358,6 +361,8 @@ def main(argv=None):
         # PyTorch's inter-op pool ignores OMP_NUM_THREADS.
         torch.set_num_interop_threads(int(os.environ["OMP_NUM_THREADS"]))
     keras.utils.set_random_seed(args.seed)
+    if args.dtype_policy:
+        keras.config.set_dtype_policy(args.dtype_policy)
     memory = [] if args.no_memory else measure_memory(args)
     rng = np.random.default_rng(args.seed)
     x = rng.random((args.samples,) + tuple(args.image_shape), dtype=np.float32)
