@@ -96,8 +96,9 @@ def functional_of(model):
     if not isinstance(model, keras.src.models.Functional):
         raise ValueError(
             f"Model '{model.name}' ({type(model).__name__}) is a subclassed "
-            "model, which cannot be rebuilt layer by layer; wrap() supports "
-            "Functional and Sequential models."
+            "model, which cannot be rebuilt layer by layer; wrap() rebuilds "
+            "Functional and Sequential models and wraps others with "
+            "strategy='stem'."
         )
     if not model.inputs:
         raise ValueError(f"Model '{model.name}' has no inputs; build it first.")
@@ -148,7 +149,8 @@ def find_heads(graph, head):
         if not isinstance(layer, HEAD_LAYERS):
             raise ValueError(
                 f"Argument `head`: layer {name!r} is a {type(layer).__name__}; "
-                "the head must be a Dense, Conv1D, Conv2D or Conv3D layer."
+                "the head must be a Dense, Conv1D, Conv2D, Conv3D, "
+                "SeparableConv1D or SeparableConv2D layer."
             )
         heads.append(layer)
     return heads
