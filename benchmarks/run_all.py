@@ -102,6 +102,34 @@ def throughput_table(report, backbone):
     return "\n".join(lines)
 
 
+def targets_table(reports):
+    """The worst case of each target's ratio, per backend and backbone."""
+    lines = [
+        "| backend | backbone | fit wrapped / limit (<= 1.02) | predict wrapped / limit "
+        "(<= 1.02) | replicate / plain (<= 1.15) | group / (n x plain) (>= 0.8) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backend, report in reports.items():
+        t = _medians(report)
+        ns = report["args"]["ns"]
+        for b in report["args"]["backbones"]:
+            plain = t[b, "plain", 1, "predict"]
+            fit = max(t[b, "replicate", n, "fit"] / t[b, "limit", n, "fit"] for n in ns)
+            predict = max(
+                max(
+                    t[b, "replicate", n, "predict"] / t[b, "limit-replicate", n, "predict"],
+                    t[b, "group", n, "predict"] / t[b, "limit-group", n, "predict"],
+                )
+                for n in ns
+            )
+            replicate = max(t[b, "replicate", n, "predict"] / plain for n in ns)
+            group = min(plain / t[b, "group", n, "predict"] / n for n in ns)
+            lines.append(
+                f"| {backend} | {b} | {fit:.3f} | {predict:.3f} | {replicate:.3f} | {group:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def memory_table(report):
     rows = report["memory"]
     if not rows:
@@ -125,7 +153,7 @@ def memory_table(report):
 
 
 def tables(reports):
-    parts = []
+    parts = ["### Targets, worst case over n\n", targets_table(reports) + "\n"]
     for backend, report in reports.items():
         parts.append(f"### {backend}\n")
         parts.append(f"Command: `{report['command']}`  ")
