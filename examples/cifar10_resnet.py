@@ -92,14 +92,17 @@ def _basic_block(x, filters, strides, name):
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet18(input_shape=(32, 32, 3), classes=10):
-    """The CIFAR ResNet-18 as a Functional model, so `wrap` can rebuild it."""
+def resnet18(input_shape=(32, 32, 3), classes=10, filters=64):
+    """The CIFAR ResNet-18 as a Functional model, so `wrap` can rebuild it.
+
+    `filters` is the stem width; the stages have 1, 2, 4 and 8 times as many.
+    """
     inputs = keras.Input(input_shape)
-    x = _conv_bn(inputs, 64, 1, "stem")
-    for stage, filters in enumerate((64, 128, 256, 512)):
+    x = _conv_bn(inputs, filters, 1, "stem")
+    for stage, multiplier in enumerate((1, 2, 4, 8)):
         for block in range(2):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, filters, strides, f"stage{stage}_block{block}")
+            x = _basic_block(x, filters * multiplier, strides, f"stage{stage}_block{block}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(classes, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name="resnet18")
