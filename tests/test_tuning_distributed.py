@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -28,7 +29,7 @@ def test_chief_and_two_workers_complete_every_trial(tmp_path):
         sys.executable,
         str(LAUNCHER),
         "--workers", "2",
-        "--timeout", "420",
+        "--timeout", "540",
         "--",
         "--dataset", "digits",
         "--samples", "64",
@@ -39,13 +40,26 @@ def test_chief_and_two_workers_complete_every_trial(tmp_path):
         "--verbose", "0",
         "--output", str(tmp_path),
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    # The launcher's own timeout stops its children; this one guards the launcher.
-    result = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=480
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    # A session of its own, so that the launcher and everything it started
+    # can be killed together should the launcher itself hang.
+    launcher = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    out = result.stdout
+    try:
+        out, _ = launcher.communicate(timeout=580)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0, out[-6000:]
     project = tmp_path / "digits_random"
     lines = (project / "leaderboard.md").read_text().strip().splitlines()[2:]
     assert len(lines) == 2 and all(line.endswith("| COMPLETED |") for line in lines)
