@@ -249,7 +249,7 @@ def report(tuner, data, args):
             # best model, compiled afresh, does not need.
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             model = tuner.get_best_models(1)[0]
-    except (OSError, FileNotFoundError) as error:
+    except OSError as error:
         # A distributed search across hosts without a shared directory keeps
         # each trial's weights on the worker that trained it.
         print(f"The best trial's weights are not readable here ({error}).")
