@@ -65,6 +65,7 @@ class Aggregate(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
+    >>> from keras_agrlearn import Aggregate
     >>> x = np.arange(10, dtype="float32").reshape(5, 2)
     >>> y = Aggregate(n=2)(x)
     >>> keras.ops.convert_to_numpy(y).tolist()

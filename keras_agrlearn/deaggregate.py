@@ -56,6 +56,7 @@ class Deaggregate(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
+    >>> from keras_agrlearn import Aggregate, Deaggregate
     >>> x = np.arange(10, dtype="float32").reshape(5, 2)
     >>> y = Aggregate(n=2)(x)
     >>> keras.ops.convert_to_numpy(Deaggregate(n=2)(y, x)).tolist()

@@ -1,0 +1,24 @@
+"""The `Example:` sections of the public docstrings run as written."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "keras_agrlearn.aggregate",
+    "keras_agrlearn.deaggregate",
+    "keras_agrlearn.wrap",
+]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_docstring_examples(module_name):
+    module = importlib.import_module(module_name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    tests = [t for t in finder.find(module, module_name) if t.examples]
+    assert tests, f"{module_name} has no docstring examples"
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0, f"{runner.failures} docstring example(s) failed in {module_name}"
