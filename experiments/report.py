@@ -270,25 +270,34 @@ def write(records, options, argv):
         plot_length(grid, out / "training_length.png")
     rep = runs_by_config(records, "repetition")
     if rep and best_agr:
+        n = best_agr[0]
         base = grid.get((*best_agr, 0.0, 1.0), [])
+        plain = grid.get((*best_plain, 0.0, 1.0), [])
         lines += [
             "## MIMO-style input repetition",
             "",
-            f"{label(*best_agr)}, {best_agr[0] * e} epochs: a share of each "
-            "training batch fills all n slots of a group with one sample.",
+            f"{label(*best_agr)}, {n * e} epochs: a share r of each training "
+            "batch fills all n slots of a group with one sample. A batch of B "
+            "samples then makes (r + (1 - r) / n) B forward passes instead of "
+            f"B / n, so the run costs (r + (1 - r) / n) x {n * e} plain epochs; "
+            f"the last columns give the plain {label(*best_plain)} network at "
+            "that many epochs (equal forward passes).",
             "",
-            "| repetition | replicate acc | contextual acc | batched acc | NLL | ECE (%) |",
-            "|---|---|---|---|---|---|",
+            "| repetition | replicate acc | contextual acc | batched acc | NLL | ECE (%) | "
+            "plain epochs | plain acc | plain NLL | plain ECE (%) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for share, runs in [(0.0, base)] + [(k[2], v) for k, v in rep.items()]:
             if not runs:
                 continue
             cells = [mean_std([r["protocols"][p]["acc"] for r in runs]) for p in reproduce.PROTOCOLS]
-            lines.append(
-                f"| {share:g} | " + " | ".join(cells)
-                + f" | {mean_std([r['protocols']['replicate']['nll'] for r in runs], 1, 3)}"
-                + f" | {mean_std([r['protocols']['replicate']['ece'] for r in runs])} |"
-            )
+            cells += [mean_std([r["protocols"]["replicate"]["nll"] for r in runs], 1, 3),
+                      mean_std([r["protocols"]["replicate"]["ece"] for r in runs])]
+            epochs = int(round((share + (1 - share) / n) * n * e))
+            cells += [str(epochs), mean_std(at(plain, epochs)),
+                      mean_std(at(plain, epochs, metric="nll"), 1, 3),
+                      mean_std(at(plain, epochs, metric="ece"))]
+            lines.append(f"| {share:g} | " + " | ".join(cells) + " |")
         lines.append("")
     rows = data_rows(records, options, best_plain, best_agr) if best_agr else []
     if any(f < 1 for f, *_ in rows):

@@ -334,7 +334,7 @@ def run_worker(options, phase, worker, workers):
     specs.sort(key=lambda s: -s["checkpoints"][-1] * s["fraction"] * (1 + s["width"]))
     mine = specs[worker::workers]
     datasets = {}
-    out = Path(options.records) / f"records-{worker}.jsonl"
+    out = Path(options.records) / f"records-{phase}-{worker}.jsonl"
     for i, spec in enumerate(mine):
         name = (spec["dataset"], spec["num_samples"])
         if name not in datasets:
