@@ -7,9 +7,18 @@ labels. `wrap` turns a Keras classifier into such a model; `Aggregate` and
 
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn.metrics import ExpectedCalibrationError
+from keras_agrlearn.metrics import NegativeLogLikelihood
 from keras_agrlearn.wrap import scaled_width
 from keras_agrlearn.wrap import wrap
 
 __version__ = "0.1.0"
 
-__all__ = ["Aggregate", "Deaggregate", "scaled_width", "wrap"]
+__all__ = [
+    "Aggregate",
+    "Deaggregate",
+    "ExpectedCalibrationError",
+    "NegativeLogLikelihood",
+    "scaled_width",
+    "wrap",
+]

@@ -1,5 +1,7 @@
 """The `Aggregate` layer: n samples in, one aggregated input out."""
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -139,6 +141,7 @@ class Aggregate(keras.layers.Layer):
                 "least one sample per batch."
             )
         training = bool(training)
+        self._check_device_split(batch)
         simple = not (training and (self.shuffle or self.repetition > 0))
         if simple and self.inference == "replicate" and not training:
             # Tiling along the feature axis is the replicate layout in one copy.
@@ -164,6 +167,41 @@ class Aggregate(keras.layers.Layer):
         if readout is None:
             readout = self._default_readout(batch, training)
         return outputs, readout
+
+    def _check_device_split(self, batch):
+        """Warns when a data-parallel batch splits groups across devices.
+
+        Under `keras.distribution.DataParallel` the layer sees the global batch,
+        which is then sharded: unless it is a multiple of `n * devices`, groups
+        span devices and training differs from one device.
+        """
+        distribution = keras.distribution.distribution()
+        if distribution is None or not isinstance(batch, int):
+            return
+        mesh = distribution.device_mesh
+        batch_axis = getattr(distribution, "batch_dim_name", None)
+        if batch_axis not in mesh.axis_names:
+            return
+        devices = mesh.shape[mesh.axis_names.index(batch_axis)]
+        if devices > 1 and batch % (self.n * devices):
+            warnings.warn(
+                f"Aggregate(n={self.n}): the per-device batch is not a multiple "
+                f"of n (global batch {batch} on {devices} devices), so groups "
+                "span devices. Use a global batch size that is a multiple of "
+                f"n * devices = {self.n * devices}.",
+                stacklevel=2,
+            )
+
+    def save_own_variables(self, store):
+        # Keras leaves SeedGenerator states out of weights files; without this,
+        # shuffle and repetition draws restart when BackupAndRestore resumes.
+        store["seed_generator_state"] = keras.ops.convert_to_numpy(
+            self.seed_generator.state.value
+        )
+
+    def load_own_variables(self, store):
+        if "seed_generator_state" in store:
+            self.seed_generator.state.assign(store["seed_generator_state"])
 
     def _default_readout(self, batch, training):
         if not training and self.inference == "replicate":

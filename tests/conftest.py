@@ -24,7 +24,7 @@ def jit_compile(request):
 
 @pytest.fixture(autouse=True)
 def _fresh_session():
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
 

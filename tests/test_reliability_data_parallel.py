@@ -48,8 +48,10 @@ def test_two_devices_train_like_one(outcome):
 
 
 @pytest.mark.xfail(
+    BACKEND == "tensorflow",
     strict=True,
-    reason="Aggregate does not check the per-device batch against n yet",
+    reason="each MirroredStrategy replica groups its own share of the batch; "
+    "the replica count is not visible through keras, so no warning is given",
 )
 def test_warns_when_per_device_batch_is_not_a_multiple_of_n(outcome):
     assert outcome["warned_on_broken_rule"], outcome

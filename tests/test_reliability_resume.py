@@ -45,21 +45,7 @@ def train(x, y, backup_dir, shuffle, interrupt=False):
     return model, history
 
 
-@pytest.mark.parametrize(
-    "shuffle",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Keras saves no SeedGenerator state in weights files; "
-                "Aggregate's shuffle draws restart after a resume",
-            ),
-        ),
-    ],
-    ids=["fixed-groups", "aggregate-shuffle"],
-)
+@pytest.mark.parametrize("shuffle", [False, True], ids=["fixed-groups", "aggregate-shuffle"])
 def test_resumed_training_matches_uninterrupted(shuffle, tmp_path, rng):
     x = rng.normal(size=(24, 6)).astype("float32")
     y = rng.integers(0, 3, size=24)

@@ -1,0 +1,271 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_agrlearn
+from keras_agrlearn import wrap
+
+
+def mlp(features=8, classes=3, activation="softmax"):
+    inputs = keras.Input((features,))
+    x = keras.layers.Dense(32, activation="relu")(inputs)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation=activation)(x))
+
+
+def residual_cnn(classes=3):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(x)
+    y = keras.layers.Conv2D(6, 3, padding="same")(x)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Concatenate()([x, keras.layers.Conv2D(5, 1)(x)])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
+def nested_sequential(classes=4):
+    return keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.Sequential([keras.layers.Dense(12, activation="relu"), keras.layers.Dense(classes)]),
+        ]
+    )
+
+
+def learnable_task(rng, samples=600, features=8, classes=3):
+    """Labels are the argmax of the first features: easy, but only if rows stay aligned."""
+    x = rng.normal(size=(samples, features)).astype("float32")
+    return x, np.argmax(x[:, :classes], axis=1)
+
+
+def compile_model(model, jit_compile, lr=1e-2):
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+@pytest.mark.parametrize("backbone", [mlp, residual_cnn, nested_sequential])
+def test_n1_width1_is_the_backbone(backbone):
+    original = backbone()
+    rebuilt = wrap(original, n=1, width=1.0)
+    assert rebuilt.count_params() == original.count_params()
+    assert tuple(rebuilt.input_shape) == tuple(original.input_shape)
+    assert tuple(rebuilt.output_shape) == tuple(original.output_shape)
+
+
+@pytest.mark.parametrize("width", [1.0, 1.5, 2.0, 0.5])
+def test_width_scales_hidden_layers_and_keeps_residuals(width):
+    model = wrap(residual_cnn(), n=3, width=width)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [keras_agrlearn.scaled_width(f, width) for f in (6, 6, 5)]
+    head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    assert head.units == 3 * 3
+    assert model.output_shape == (None, 3)
+
+
+def test_structure_preprocessing_stays_per_sample():
+    model = wrap(residual_cnn(), n=2)
+    names = [type(layer).__name__ for layer in model.layers]
+    assert names.index("Rescaling") < names.index("Aggregate") < names.index("Conv2D")
+    assert names[-2:] == ["Deaggregate", "Activation"]
+    assert "Lambda" not in names
+
+
+@pytest.mark.parametrize("inference", ["replicate", "group", "contextual"])
+def test_labels_stay_aligned(inference, jit_compile, rng):
+    x, y = learnable_task(rng, samples=1000)
+    model = compile_model(wrap(mlp(), n=2, width=1.5, inference=inference), jit_compile)
+    # batch 25 is odd: every step has a partial group. Chance level is 1/3.
+    model.fit(x[:800], y[:800], batch_size=25, epochs=6, verbose=0)
+    _, accuracy = model.evaluate(x[800:], y[800:], batch_size=25, verbose=0)
+    assert accuracy > 0.8
+
+
+def test_shuffle_option_keeps_labels_aligned(jit_compile, rng):
+    x, y = learnable_task(rng, samples=1000)
+    model = compile_model(wrap(mlp(), n=2, shuffle=True, seed=1), jit_compile)
+    model.fit(x[:800], y[:800], batch_size=25, epochs=6, verbose=0, shuffle=False)
+    _, accuracy = model.evaluate(x[800:], y[800:], verbose=0)
+    assert accuracy > 0.8
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7, 64])
+def test_non_divisible_batches_fit_evaluate_predict(batch_size, jit_compile, rng):
+    x = rng.normal(size=(23, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, size=23)
+    for inference in ("replicate", "group"):
+        model = compile_model(wrap(residual_cnn(), n=3, inference=inference), jit_compile)
+        history = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        loss, _ = model.evaluate(x, y, batch_size=batch_size, verbose=0)
+        assert np.isfinite(loss)
+        probs = model.predict(x, batch_size=batch_size, verbose=0)
+        assert probs.shape == (23, 3)
+        assert np.all(np.isfinite(probs))
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_replicate_prediction_depends_on_the_sample_alone(rng):
+    model = wrap(residual_cnn(), n=3, width=1.5)
+    x = rng.normal(size=(20, 8, 8, 1)).astype("float32") * 100
+    reference = model.predict(x, batch_size=20, verbose=0)
+    for batch_size in (1, 4, 7):
+        np.testing.assert_allclose(
+            model.predict(x, batch_size=batch_size, verbose=0), reference, atol=1e-5
+        )
+    companions = np.concatenate([x[:5], rng.normal(size=(6, 8, 8, 1)).astype("float32")])
+    np.testing.assert_allclose(
+        model.predict(companions, verbose=0)[:5], reference[:5], atol=1e-5
+    )
+
+
+def test_group_prediction_keeps_row_order(rng):
+    """Group inference of an identity-like model returns each sample's own scores."""
+    inputs = keras.Input((4,))
+    backbone = keras.Model(inputs, keras.layers.Dense(4, name="head")(inputs))
+    model = wrap(backbone, n=2, inference="group")
+    head = model.get_layer("head")
+    # slot s of the 8 inputs feeds slot s of the 8 outputs: a block-diagonal identity.
+    head.set_weights([np.eye(8, dtype="float32"), np.zeros(8, "float32")])
+    x = rng.normal(size=(7, 4)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, batch_size=3, verbose=0), x, atol=1e-6)
+
+
+def test_logits_head_stays_logits(rng):
+    model = wrap(mlp(activation=None), n=2)
+    assert not isinstance(model.layers[-1], keras.layers.Activation)
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = learnable_task(rng, samples=40)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).shape == (40, 3)
+
+
+def test_nested_models_are_rebuilt(rng):
+    model = wrap(nested_sequential(), n=2, width=2)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [32, 24, 8]
+    assert model.predict(rng.normal(size=(5, 10)), verbose=0).shape == (5, 4)
+
+
+def test_backbone_is_left_untouched(rng):
+    backbone = mlp()
+    weights = [w.copy() for w in backbone.get_weights()]
+    model = compile_model(wrap(backbone, n=2), jit_compile=False)
+    x, y = learnable_task(rng, samples=64)
+    model.fit(x, y, epochs=1, verbose=0)
+    for before, after in zip(weights, backbone.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_normalization_state_is_kept(rng):
+    x = rng.normal(loc=5.0, scale=3.0, size=(64, 6)).astype("float32")
+    norm = keras.layers.Normalization()
+    norm.adapt(x)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu")(norm(inputs))
+    backbone = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    model = wrap(backbone, n=2)
+    kept = [layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)]
+    assert kept and [layer for layer in model.layers].index(kept[0]) < [
+        type(layer).__name__ for layer in model.layers
+    ].index("Aggregate")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(kept[0](x)).mean(axis=0), 0.0, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("inference", ["replicate", "group"])
+def test_save_and_load(inference, tmp_path, rng):
+    model = compile_model(wrap(residual_cnn(), n=3, width=1.5, inference=inference), False)
+    x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
+    model.fit(x, rng.integers(0, 3, 10), epochs=1, verbose=0)
+    path = tmp_path / "agr.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_input_pipelines(rng):
+    x, y = learnable_task(rng, samples=50)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return x[index * 13 : (index + 1) * 13], y[index * 13 : (index + 1) * 13]
+
+    model = compile_model(wrap(mlp(), n=3), jit_compile=False)
+    model.fit(Batches(), epochs=1, verbose=0)
+    assert model.predict(Batches(), verbose=0).shape == (50, 3)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        data = torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y))
+        loader = torch.utils.data.DataLoader(data, batch_size=11)
+        model.fit(loader, epochs=1, verbose=0)
+    else:
+        import tensorflow as tf
+
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(11)
+        model.fit(dataset, epochs=1, verbose=0)
+        assert model.predict(dataset, verbose=0).shape == (50, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"n": 0}, ValueError, "`n`.*>= 1"),
+        ({"n": -1}, ValueError, "`n`"),
+        ({"n": 2.5}, TypeError, "`n`"),
+        ({"n": True}, TypeError, "`n`"),
+        ({"n": "3"}, TypeError, "`n`"),
+        ({"width": 0}, ValueError, "`width`.*> 0"),
+        ({"width": -1}, ValueError, "`width`"),
+        ({"width": math.nan}, ValueError, "`width`.*finite"),
+        ({"width": math.inf}, ValueError, "`width`"),
+        ({"width": "2"}, TypeError, "`width`"),
+        ({"inference": "mean"}, ValueError, "`inference`.*'replicate'"),
+        ({"head": "nope"}, ValueError, "`head`.*'nope'"),
+        ({"aggregate_after": "nope"}, ValueError, "`aggregate_after`"),
+    ],
+)
+def test_invalid_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        wrap(mlp(), **kwargs)
+
+
+def test_model_without_a_head_is_refused():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(8)(inputs)
+    backbone = keras.Model(inputs, keras.layers.BatchNormalization()(x))
+    with pytest.raises(ValueError, match="classification head.*BatchNormalization"):
+        wrap(backbone, n=2)
+
+
+def test_subclassed_and_unbuilt_models_are_refused():
+    class Custom(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="subclassed"):
+        wrap(Custom(), n=2, strategy="rebuild")
+    with pytest.raises(ValueError, match="no inputs"):
+        wrap(keras.Sequential([keras.layers.Dense(3)]), n=2)
+    with pytest.raises(TypeError, match="`model`"):
+        wrap("resnet", n=2)
