@@ -1,0 +1,163 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_agrlearn import Aggregate
+from keras_agrlearn import Deaggregate
+
+
+def reference_aggregate(x, n, axis):
+    """NumPy statement of the layout: sample g*n+s at [s*C, (s+1)*C) of `axis`."""
+    batch = len(x)
+    groups = math.ceil(batch / n)
+    slots = x[np.arange(groups * n) % batch]
+    return np.stack(
+        [
+            np.concatenate([slots[g * n + s] for s in range(n)], axis=axis - 1)
+            for g in range(groups)
+        ]
+    )
+
+
+def reference_replicate(x, n, axis):
+    return np.concatenate([x] * n, axis=axis)
+
+
+LAYOUTS = [
+    # (shape without batch, axis)
+    ((5,), -1),
+    ((4, 3), -1),
+    ((4, 3), 1),
+    ((3, 4, 2), -1),
+    ((3, 4, 2), 1),
+    ((3, 4, 2), 2),
+    ((2, 3, 2, 2), -2),
+]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape,axis", LAYOUTS)
+def test_group_layout_matches_reference(shape, axis, n, rng):
+    positive = axis % (len(shape) + 1)
+    for batch in (1, 2, 5, 8, 9):
+        x = rng.normal(size=(batch,) + shape).astype("float32")
+        y = keras.ops.convert_to_numpy(Aggregate(n, axis=axis)(x, training=True))
+        np.testing.assert_array_equal(y, reference_aggregate(x, n, positive))
+        back = Deaggregate(n, axis=axis)(keras.ops.convert_to_tensor(y), x)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(back), x)
+        every_slot = keras.ops.convert_to_numpy(Deaggregate(n, axis=axis)(y))
+        assert every_slot.shape[0] == math.ceil(batch / n) * n
+        np.testing.assert_array_equal(every_slot, x[np.arange(len(every_slot)) % batch])
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("shape,axis", LAYOUTS)
+def test_replicate_layout_matches_reference(shape, axis, n, rng):
+    x = rng.normal(size=(5,) + shape).astype("float32")
+    layer = Aggregate(n, axis=axis, inference="replicate")
+    y = keras.ops.convert_to_numpy(layer(x, training=False))
+    np.testing.assert_array_equal(y, reference_replicate(x, n, axis % (len(shape) + 1)))
+    # In training the replicate layer groups like any other.
+    y_train = keras.ops.convert_to_numpy(layer(x, training=True))
+    np.testing.assert_array_equal(y_train, reference_aggregate(x, n, axis % (len(shape) + 1)))
+    mean = Deaggregate(n, inference="replicate", axis=axis)(y, x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(mean), x, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,training",
+    [
+        ({"inference": "group"}, False),
+        ({"inference": "replicate"}, False),
+        ({"inference": "contextual", "draws": 3}, False),
+        ({"shuffle": True}, True),
+        ({"repetition": 0.5}, True),
+        ({"shuffle": True, "repetition": 0.3}, True),
+    ],
+)
+def test_readout_returns_each_sample_to_its_row(kwargs, training, rng):
+    aggregate = Aggregate(3, seed=7, **kwargs)
+    deaggregate = Deaggregate(3, inference=kwargs.get("inference", "group"))
+    for batch in (1, 2, 7, 12):
+        x = rng.normal(size=(batch, 3, 2)).astype("float32")
+        y, readout = aggregate(x, training=training, return_readout=True)
+        back = deaggregate(y, readout=readout, training=training)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(back), x, rtol=1e-6)
+
+
+def test_shuffle_permutes_groups_in_training_only(rng):
+    x = np.arange(12, dtype="float32").reshape(12, 1)
+    layer = Aggregate(3, shuffle=True, seed=3)
+    shuffled = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert sorted(shuffled.ravel().tolist()) == list(range(12))
+    assert shuffled.ravel().tolist() != list(range(12))
+    plain = keras.ops.convert_to_numpy(layer(x, training=False))
+    assert plain.ravel().tolist() == list(range(12))
+
+
+def test_contextual_places_the_sample_among_batch_companions():
+    x = np.arange(6, dtype="float32").reshape(6, 1)
+    layer = Aggregate(3, inference="contextual", draws=5, seed=0)
+    y, readout = layer(x, training=False, return_readout=True)
+    y, readout = keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(readout)
+    assert y.shape == (30, 3) and readout.shape == (6, 5)
+    slots = y.reshape(-1)
+    for sample in range(6):
+        np.testing.assert_array_equal(slots[readout[sample]], sample)
+    assert set(slots.tolist()) <= set(range(6))
+
+
+@pytest.mark.parametrize("layer_cls", [Aggregate, Deaggregate])
+def test_config_round_trip(layer_cls):
+    layer = layer_cls(4, inference="replicate", axis=1, name="grouping")
+    clone = layer_cls.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is layer_cls and restored.n == 4
+
+
+def test_symbolic_shapes():
+    inputs = keras.Input((6, 5, 3))
+    aggregated = Aggregate(2)(inputs)
+    assert tuple(aggregated.shape) == (None, 6, 5, 6)
+    deaggregated = Deaggregate(2)(aggregated, inputs)
+    assert tuple(deaggregated.shape) == (None, 6, 5, 3)
+    aggregated, readout = Aggregate(2)(inputs, return_readout=True)
+    assert tuple(readout.shape) == (None, None) and readout.dtype == "int32"
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"n": 0}, ValueError, "`n`"),
+        ({"n": -1}, ValueError, "`n`"),
+        ({"n": 2.5}, TypeError, "`n`"),
+        ({"n": True}, TypeError, "`n`"),
+        ({"n": "3"}, TypeError, "`n`"),
+        ({"n": 2, "inference": "average"}, ValueError, "'group', 'replicate', 'contextual'"),
+        ({"n": 2, "draws": 0}, ValueError, "`draws`"),
+        ({"n": 2, "repetition": 1.0}, ValueError, "`repetition`"),
+        ({"n": 2, "axis": 1.5}, TypeError, "`axis`"),
+    ],
+)
+def test_invalid_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Aggregate(**kwargs)
+
+
+@pytest.mark.parametrize("axis", [0, 3, -4])
+def test_axis_out_of_range(axis):
+    with pytest.raises(ValueError, match="`axis`"):
+        Aggregate(2, axis=axis)(np.zeros((4, 2, 3), "float32"))
+
+
+def test_empty_batch_is_refused():
+    with pytest.raises(ValueError, match="empty batch"):
+        Aggregate(2)(np.zeros((0, 3), "float32"))
+
+
+def test_deaggregate_needs_multiple_of_n():
+    with pytest.raises(ValueError, match="multiple of n"):
+        Deaggregate(3)(np.zeros((2, 7), "float32"))
