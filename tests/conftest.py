@@ -32,3 +32,14 @@ def _fresh_session():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    # keras.applications graphs take minutes per backend on a 2-core CPU;
+    # AGRLEARN_SLOW_TESTS=1 runs them.
+    if os.environ.get("AGRLEARN_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set AGRLEARN_SLOW_TESTS=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

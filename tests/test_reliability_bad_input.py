@@ -150,13 +150,20 @@ def _two_inputs():
         (lambda: _Subclassed(), ValueError, r"subclassed model"),
         (lambda: keras.layers.Dense(3), TypeError, r"Argument `model` must be a keras.Model"),
         (lambda: "model", TypeError, r"Argument `model` must be a keras.Model"),
-        (_two_inputs, ValueError, r"one input and one output, got 2 inputs"),
     ],
-    ids=["unbuilt-sequential", "subclassed", "layer", "string", "two-inputs"],
+    ids=["unbuilt-sequential", "subclassed", "layer", "string"],
 )
 def test_model_that_cannot_be_wrapped(make_model, error, match):
     with pytest.raises(error, match=match):
         wrap(make_model(), n=2)
+
+
+def test_two_inputs_need_one_shared_grouping():
+    # Several inputs are aggregated with the same grouping; a per-batch random
+    # permutation cannot be shared between them, so it is refused.
+    assert wrap(_two_inputs(), n=2).output_shape == (None, 2)
+    with pytest.raises(ValueError, match=r"more than one place"):
+        wrap(_two_inputs(), n=2, shuffle=True)
 
 
 def test_head_units_differ_from_labels_surfaces_keras_error():
