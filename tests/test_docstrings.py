@@ -9,6 +9,8 @@ MODULES = [
     "keras_agrlearn.aggregate",
     "keras_agrlearn.deaggregate",
     "keras_agrlearn.wrap",
+    "keras_agrlearn.metrics.expected_calibration_error",
+    "keras_agrlearn.metrics.negative_log_likelihood",
 ]
 
 
