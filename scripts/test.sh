@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 VENV="${VENV:-.venv}"
 export TF_CPP_MIN_LOG_LEVEL=2
+# Tests compile many small XLA programs (JAX, TensorFlow with jit_compile) and
+# run each briefly: skipping XLA's CPU backend optimisations halves the suite.
+export XLA_FLAGS="${XLA_FLAGS:---xla_backend_optimization_level=0}"
 logs=$(mktemp -d)
 start=$(date +%s)
 for backend in ${BACKENDS:-tensorflow jax torch}; do
