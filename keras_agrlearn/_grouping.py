@@ -70,11 +70,9 @@ def group_plan(batch, n, seed_generator=None):
     return sources, readout
 
 
-def replicate_plan(batch, n):
+def replicate_readout(batch, n):
     """Each sample fills all n slots of its own group and owns all of them."""
-    sources = ops.repeat(ops.arange(batch, dtype="int32"), n)
-    readout = ops.reshape(ops.arange(batch * n, dtype="int32"), (-1, n))
-    return sources, readout
+    return ops.reshape(ops.arange(batch * n, dtype="int32"), (-1, n))
 
 
 def contextual_plan(batch, n, draws, seed_generator):

@@ -107,16 +107,14 @@ class Aggregate(keras.layers.Layer):
         _validation.check_axis(self.axis, len(input_shape))
 
     def _plan(self, batch, training):
-        """The slot sources and readout, or None where plain reshapes do."""
+        """The slot sources and readout of the layouts that need a gather.
+
+        Outside training only contextual inference gets here: group and
+        replicate inference are plain reshapes and tiles in `call`.
+        """
         n = self.n
         if not training:
-            if self.inference == "replicate":
-                return _grouping.replicate_plan(batch, n)
-            if self.inference == "contextual":
-                return _grouping.contextual_plan(
-                    batch, n, self.draws, self.seed_generator
-                )
-            return _grouping.group_plan(batch, n)
+            return _grouping.contextual_plan(batch, n, self.draws, self.seed_generator)
         if self.repetition > 0:
             if isinstance(batch, int):
                 repeated = int(self.repetition * batch + 0.5)
@@ -205,7 +203,7 @@ class Aggregate(keras.layers.Layer):
 
     def _default_readout(self, batch, training):
         if not training and self.inference == "replicate":
-            return _grouping.replicate_plan(batch, self.n)[1]
+            return _grouping.replicate_readout(batch, self.n)
         return ops.expand_dims(ops.arange(batch, dtype="int32"), 1)
 
     def compute_output_shape(self, input_shape):
