@@ -1,5 +1,6 @@
 """The `Aggregate` layer: n samples in, one aggregated input out."""
 
+import sys
 import warnings
 
 import keras
@@ -139,7 +140,9 @@ class Aggregate(keras.layers.Layer):
                 "least one sample per batch."
             )
         training = bool(training)
-        self._check_device_split(batch)
+        if training or self.inference == "group":
+            # Replicate and contextual inference read every sample on its own.
+            self._check_device_split(batch)
         simple = not (training and (self.shuffle or self.repetition > 0))
         if simple and self.inference == "replicate" and not training:
             # Tiling along the feature axis is the replicate layout in one copy.
@@ -173,6 +176,10 @@ class Aggregate(keras.layers.Layer):
         which is then sharded: unless it is a multiple of `n * devices`, groups
         span devices and training differs from one device.
         """
+        replicas = _tensorflow_replicas()
+        if replicas > 1:
+            self._check_replica_split(batch, replicas)
+            return
         distribution = keras.distribution.distribution()
         if distribution is None or not isinstance(batch, int):
             return
@@ -189,6 +196,42 @@ class Aggregate(keras.layers.Layer):
                 f"n * devices = {self.n * devices}.",
                 stacklevel=2,
             )
+
+    def _check_replica_split(self, batch, replicas):
+        """Warns, once per layer, when tf.distribute replicas break groups.
+
+        Under a `tf.distribute` strategy each replica runs this layer on its
+        own share of the global batch. A share that is not a multiple of `n`
+        is completed cyclically within the replica, so training differs from
+        one device. The share is usually unknown while the step is traced
+        (the last batch of an epoch may be smaller), so then the warning
+        states the rule instead of a detected break.
+        """
+        if getattr(self, "_warned_replica_split", False):
+            return
+        rule = (
+            f"Use a global batch size that is a multiple of n * replicas = "
+            f"{self.n * replicas}."
+        )
+        if isinstance(batch, int):
+            if batch % self.n == 0:
+                return
+            message = (
+                f"Aggregate(n={self.n}): the per-device batch is not a multiple "
+                f"of n ({batch} samples on each of {replicas} replicas), so "
+                f"groups are completed within each device and training "
+                f"differs from one device. {rule}"
+            )
+        else:
+            message = (
+                f"Aggregate(n={self.n}) runs on {replicas} tf.distribute "
+                "replicas, which each group their own share of the batch; the "
+                "per-device batch is not known when the step is traced, so it "
+                "cannot be checked. Training matches one device only when the "
+                f"per-device batch is a multiple of n. {rule}"
+            )
+        self._warned_replica_split = True
+        warnings.warn(message, stacklevel=3)
 
     def save_own_variables(self, store):
         # Keras leaves SeedGenerator states out of weights files; without this,
@@ -237,3 +280,18 @@ class Aggregate(keras.layers.Layer):
             }
         )
         return config
+
+
+def _tensorflow_replicas():
+    """Replicas in sync when a `tf.distribute` strategy runs this call, else 1.
+
+    TensorFlow is already loaded whenever it is the Keras backend; the library
+    never imports it itself.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not tf.distribute.has_strategy():
+        return 1
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
