@@ -135,11 +135,15 @@ def memory_table(report):
     if not rows:
         return "(not measured)"
     xla = "xla_temp_mib" in rows[0]
+    cuda = "cuda_peak_growth_mib" in rows[0]
     head = "| inference | n | input batch MiB | aggregated tensor MiB | peak RSS growth MiB |"
     rule = "|---|---|---|---|---|"
     if xla:
         head += " XLA output MiB | XLA temporaries MiB |"
         rule += "---|---|"
+    if cuda:
+        head += " CUDA peak growth MiB |"
+        rule += "---|"
     lines = [head, rule]
     for r in rows:
         line = (
@@ -148,6 +152,8 @@ def memory_table(report):
         )
         if xla:
             line += f" {r['xla_output_mib']:.1f} | {r['xla_temp_mib']:.1f} |"
+        if cuda:
+            line += f" {r['cuda_peak_growth_mib']:.1f} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -155,10 +161,13 @@ def memory_table(report):
 def tables(reports):
     parts = ["### Targets, worst case over n\n", targets_table(reports) + "\n"]
     for backend, report in reports.items():
-        parts.append(f"### {backend}\n")
+        accelerator = report["machine"].get("accelerator")
+        parts.append(f"### {backend}" + (f" on {accelerator}" if accelerator else "") + "\n")
         parts.append(f"Command: `{report['command']}`  ")
         parts.append(
-            f"jit_compile: {report['jit_compile']}; threads: {report.get('threads')}; "
+            f"jit_compile: {report['jit_compile']}; "
+            f"dtype policy: {report['args'].get('dtype_policy') or 'float32'}; "
+            f"threads: {report.get('threads')}; "
             f"measuring took {report['measure_s']:.0f} s; medians of {CLOCK} seconds.\n"
         )
         for backbone in report["args"]["backbones"]:

@@ -4,8 +4,8 @@ Measures training (`fit`) and inference (`predict`) throughput in samples per
 second for, per backbone:
 
 - `plain`: the backbone itself;
-- `replicate`: `wrap(backbone, n, inference="replicate")`;
-- `group`: `wrap(backbone, n, inference="group")`;
+- `replicate`: `wrap(backbone, n, inference="replicate", repetition=0.0)`;
+- `group`: `wrap(backbone, n, inference="group", repetition=0.0)`;
 - `limit`: the identical inner network (the wrapped model's own layers between
   `Aggregate` and `Deaggregate`, sharing its weights), fed arrays aggregated
   beforehand with NumPy, so it pays nothing for aggregation. Its `fit` and
@@ -24,7 +24,8 @@ process's peak resident set (Linux `VmHWM`, reset before each call through
 `/proc/self/clear_refs`) while the layer runs the way `predict` runs it
 (compiled with `jax.jit` or `tf.function`, eager on PyTorch), next to the
 analytic size of the aggregated tensor. On JAX the compiled program's own
-memory analysis (output and temporary bytes) is reported as well.
+memory analysis (output and temporary bytes) is reported as well, and on a
+PyTorch GPU the growth of the CUDA allocator's peak.
 
 The backend is fixed per process: run it once per backend,
 `KERAS_BACKEND=jax python benchmarks/throughput.py --out jax.json`, or use
@@ -175,8 +176,11 @@ def build_tasks(args, x, y):
         tasks[name, "plain", 1, "fit"] = fit_task(backbone, x, y, args.batch)
         tasks[name, "plain", 1, "predict"] = predict_task(backbone, x, args.predict_batch)
         for n in args.ns:
-            replicate = compiled(keras_agrlearn.wrap(backbone, n, inference="replicate"))
-            group = compiled(keras_agrlearn.wrap(backbone, n, inference="group"))
+            # No input repetition: it changes the work done, not what aggregation costs.
+            replicate = compiled(
+                keras_agrlearn.wrap(backbone, n, inference="replicate", repetition=0.0)
+            )
+            group = compiled(keras_agrlearn.wrap(backbone, n, inference="group", repetition=0.0))
             limit = compiled(inner_network(replicate), loss=grouped_loss(CLASSES))
             x_group = aggregate_numpy(x, n, replicate=False)
             x_replicate = aggregate_numpy(x, n, replicate=True)
@@ -253,17 +257,38 @@ def _compiled_call(layer):
     return call
 
 
+def _torch_cuda():
+    """The `torch.cuda` module when PyTorch runs this process on a GPU, else None."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    return torch.cuda if torch.cuda.is_available() else None
+
+
 def _peak_growth_mib(fn, inputs):
-    """Peak resident-set growth while `fn(inputs)` runs and its result lives."""
+    """Peak growth while `fn(inputs)` runs and its result lives.
+
+    Returns the resident set's growth and, on a PyTorch GPU, the CUDA
+    allocator's (None elsewhere), in MiB.
+    """
     gc.collect()
+    cuda = _torch_cuda()
+    if cuda is not None:
+        cuda.synchronize()
+        cuda.reset_peak_memory_stats()
+        device_before = cuda.memory_allocated()
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets VmHWM to the current resident set
     before = _status_kib("VmRSS")
     outputs = fn(inputs)
     ops.convert_to_numpy(ops.sum(outputs))  # waits for asynchronous backends
     peak = _status_kib("VmHWM")
+    device = None
+    if cuda is not None:
+        device = (cuda.max_memory_allocated() - device_before) / 2**20
     del outputs
-    return (peak - before) / 1024
+    return (peak - before) / 1024, device
 
 
 def measure_memory(args):
@@ -282,7 +307,7 @@ def measure_memory(args):
                 fn = compiled = fn.lower(inputs).compile()
             else:
                 fn(inputs)  # traces for this shape outside the measured region
-            growth = _peak_growth_mib(fn, inputs)
+            growth, device_growth = _peak_growth_mib(fn, inputs)
             output_mib = input_mib * (n if inference == "replicate" else 1)
             row = {
                 "inference": inference,
@@ -291,6 +316,8 @@ def measure_memory(args):
                 "aggregated_mib": output_mib,
                 "peak_growth_mib": growth,
             }
+            if device_growth is not None:
+                row["cuda_peak_growth_mib"] = device_growth
             if keras.backend.backend() == "jax":
                 analysis = compiled.memory_analysis()
                 row["xla_output_mib"] = analysis.output_size_in_bytes / 2**20
@@ -320,7 +347,28 @@ def machine():
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+    found = {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+    accelerator = _accelerator()
+    if accelerator:
+        found["accelerator"] = accelerator
+    return found
+
+
+def _accelerator():
+    """The name of the GPU the backend computes on, or None on a CPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return None if device.platform == "cpu" else device.device_kind
+    if backend == "torch":
+        cuda = _torch_cuda()
+        return cuda.get_device_name() if cuda is not None else None
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else None
 
 
 def parse_args(argv=None):
