@@ -39,7 +39,9 @@ def seconds_per_epoch(runs):
     return np.mean([r["checkpoints"][-1]["train_s"] / r["checkpoints"][-1]["epoch"] for r in runs])
 
 
-def label(n, width):
+def label(n, width, repetition=0.0):
+    if repetition:
+        return f"n={n}, width={width:g}, repetition {repetition:g}"
     return "plain" if n == 1 and width == 1 else f"n={n}, width={width:g}"
 
 
@@ -49,11 +51,11 @@ def grid_table(groups, epochs):
         "(equal compute) | best acc, any length (by val) | NLL @ n x ep | ECE (%) @ n x ep |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for (n, width, _, _), runs in groups.items():
+    for (n, width, repetition, _), runs in groups.items():
         final = epochs * n
         best_epoch = best_length(runs)
         lines.append(
-            f"| {label(n, width)} | {runs[0]['params']:,} | {seconds_per_epoch(runs):.2f} | "
+            f"| {label(n, width, repetition)} | {runs[0]['params']:,} | {seconds_per_epoch(runs):.2f} | "
             f"{mean_std(at(runs, epochs))} | {mean_std(at(runs, final))} | "
             f"{mean_std(at(runs, best_epoch))} ({best_epoch} ep) | "
             f"{mean_std(at(runs, final, metric='nll'), 1, 3)} | "
@@ -217,13 +219,14 @@ def write(records, options, argv):
         f"{options.lr:g}), batch {options.batch_size}, softmax cross-entropy; "
         "training groups are re-drawn every epoch (Keras shuffles each epoch). "
         "Unless a table says otherwise, AgrLearn uses replicated inference. "
-        "`s/epoch` is wall-clock on a shared 2-core machine under load from "
-        "other jobs: compare it within a table only. \"Best ... (by val)\" "
+        "`s/epoch` is the wall-clock of the machine a run happened to use (a "
+        "shared 2-core VM under load, or one core of an idle 16-core server): "
+        "it is no speed measurement (see BENCHMARKS.md). \"Best ... (by val)\" "
         "choices use the validation split, never the test split.",
         "",
     ]
     grid = runs_by_config(records, "grid")
-    best_plain, best_agr = reproduce.best_recipes(records, "grid")
+    best_plain, best_agr = reproduce.best_recipes(records, "grid", num_samples=options.num_samples)
     if grid:
         (x, _), (xv, _), (xt, _) = reproduce.load_mnist1d(
             options.num_samples, Path(options.records) / "cache"
@@ -270,34 +273,39 @@ def write(records, options, argv):
         plot_length(grid, out / "training_length.png")
     rep = runs_by_config(records, "repetition")
     if rep and best_agr:
-        n = best_agr[0]
-        base = grid.get((*best_agr, 0.0, 1.0), [])
-        plain = grid.get((*best_plain, 0.0, 1.0), [])
+        recipes = sorted({(k[0], k[1]) for k in rep})
         lines += [
             "## MIMO-style input repetition",
             "",
-            f"{label(*best_agr)}, {n * e} epochs: a share r of each training "
-            "batch fills all n slots of a group with one sample. A batch of B "
-            "samples then makes (r + (1 - r) / n) B forward passes instead of "
-            f"B / n, so the run costs (r + (1 - r) / n) x {n * e} plain epochs; "
-            f"the last columns give the plain {label(*best_plain)} network at "
-            "that many epochs (equal forward passes).",
+            "A share r of each training batch fills all n slots of a group with "
+            "one sample. A batch of B samples then makes (r + (1 - r) / n) B "
+            "forward passes instead of B / n, so a run of n x "
+            f"{e} epochs costs (r + (1 - r) / n) x n x {e} plain epochs; the last "
+            "columns give the plain network of the same width at that many "
+            "epochs (equal forward passes). Share 0 is the grid's run.",
             "",
-            "| repetition | replicate acc | contextual acc | batched acc | NLL | ECE (%) | "
-            "plain epochs | plain acc | plain NLL | plain ECE (%) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| recipe | repetition | replicate acc | contextual acc | batched acc | NLL "
+            "| ECE (%) | plain epochs | plain acc | plain NLL | plain ECE (%) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for share, runs in [(0.0, base)] + [(k[2], v) for k, v in rep.items()]:
-            if not runs:
-                continue
-            cells = [mean_std([r["protocols"][p]["acc"] for r in runs]) for p in reproduce.PROTOCOLS]
-            cells += [mean_std([r["protocols"]["replicate"]["nll"] for r in runs], 1, 3),
-                      mean_std([r["protocols"]["replicate"]["ece"] for r in runs])]
-            epochs = int(round((share + (1 - share) / n) * n * e))
-            cells += [str(epochs), mean_std(at(plain, epochs)),
-                      mean_std(at(plain, epochs, metric="nll"), 1, 3),
-                      mean_std(at(plain, epochs, metric="ece"))]
-            lines.append(f"| {share:g} | " + " | ".join(cells) + " |")
+        for n, width in recipes:
+            base = grid.get((n, width, 0.0, 1.0), [])
+            plain = grid.get((1, width, 0.0, 1.0)) or grid.get((*best_plain, 0.0, 1.0), [])
+            shares = [(0.0, base)] + [
+                (k[2], v) for k, v in rep.items() if (k[0], k[1]) == (n, width)
+            ]
+            for share, runs in shares:
+                if not runs:
+                    continue
+                cells = [mean_std([r["protocols"][p]["acc"] for r in runs])
+                         for p in reproduce.PROTOCOLS]
+                cells += [mean_std([r["protocols"]["replicate"]["nll"] for r in runs], 1, 3),
+                          mean_std([r["protocols"]["replicate"]["ece"] for r in runs])]
+                epochs = int(round((share + (1 - share) / n) * n * e))
+                cells += [str(epochs), mean_std(at(plain, epochs)),
+                          mean_std(at(plain, epochs, metric="nll"), 1, 3),
+                          mean_std(at(plain, epochs, metric="ece"))]
+                lines.append(f"| {label(n, width)} | {share:g} | " + " | ".join(cells) + " |")
         lines.append("")
     rows = data_rows(records, options, best_plain, best_agr) if best_agr else []
     if any(f < 1 for f, *_ in rows):

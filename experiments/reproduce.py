@@ -246,18 +246,22 @@ def phase_specs(phase, options, records):
     if phase == "digits":
         return [
             spec_of(options, "digits", n, w, s, epochs=options.digits_epochs, phase=phase,
-                    num_samples=1797, channels=options.digits_channels, batch_size=32)
-            for n in options.ns for w in options.digits_widths for s in seeds
+                    num_samples=1797, channels=options.digits_channels, batch_size=32,
+                    repetition=r)
+            for n in options.ns for w in options.digits_widths
+            for r in [0.0] + (options.digits_repetitions if n > 1 else [])
+            for s in seeds
         ]
-    best_plain, best_agr = best_recipes(records, "grid")
+    best_plain, best_agr = best_recipes(records, "grid", num_samples=options.num_samples)
     if best_agr is None:
         return []
     n, width = best_agr
     if phase == "repetition":
+        chosen = [best_agr] + [r for r in options.repetition_recipes or [] if r != best_agr]
         return [
-            spec_of(options, "mnist1d", n, width, s, epochs=options.epochs, phase=phase,
+            spec_of(options, "mnist1d", n_, w_, s, epochs=options.epochs, phase=phase,
                     repetition=r)
-            for r in options.repetitions for s in seeds
+            for (n_, w_) in chosen for r in options.repetitions for s in seeds
         ]
     if phase == "data":
         specs = []
@@ -273,10 +277,15 @@ def phase_specs(phase, options, records):
                                          phase=phase, fraction=fraction, length=n))
         return specs
     if phase == "large":
+        # The best plain and AgrLearn recipes, and AgrLearn with its best repetition.
+        repetition = best_repetition(records, best_agr, options.num_samples)
+        chosen = [(*best_plain, 0.0), (*best_agr, 0.0)]
+        if repetition:
+            chosen.append((*best_agr, repetition))
         return [
             spec_of(options, "mnist1d", n_, w_, s, epochs=options.epochs, phase=phase,
-                    num_samples=options.large_samples)
-            for (n_, w_) in (best_plain, best_agr) for s in seeds
+                    num_samples=options.large_samples, repetition=r)
+            for (n_, w_, r) in chosen for s in seeds
         ]
     raise ValueError(phase)
 
@@ -303,27 +312,50 @@ def final_epoch(record):
     return record["epochs"] * record["n"]
 
 
-def best_recipes(records, phase, dataset="mnist1d"):
+def best_recipes(records, phase, dataset="mnist1d", num_samples=None):
     """(n, width) of the best plain and best AgrLearn by validation accuracy.
 
     Plain is judged at its best checkpoint (any length); AgrLearn at its
-    equal-compute point, so the choice never favours AgrLearn.
+    equal-compute point, so the choice never favours AgrLearn. Only records
+    of `num_samples` generated samples count, when it is given.
     """
     groups = {}
     for r in records:
         if r["phase"] != phase or r["dataset"] != dataset or r["repetition"] > 0:
             continue
+        if num_samples is not None and r["num_samples"] != num_samples:
+            continue
         groups.setdefault((r["n"], r["width"]), []).append(r)
     best = {True: (None, -1.0), False: (None, -1.0)}
     for (n, width), runs in groups.items():
         if n == 1:
-            epochs = [p["epoch"] for p in runs[0]["checkpoints"]]
+            # Checkpoints every run of the recipe has (a study may mix lengths).
+            epochs = set.intersection(*({p["epoch"] for p in r["checkpoints"]} for r in runs))
             value = max(np.mean([checkpoint(r, e)["val"]["acc"] for r in runs]) for e in epochs)
         else:
             value = np.mean([checkpoint(r, final_epoch(r))["val"]["acc"] for r in runs])
         if value > best[n == 1][1]:
             best[n == 1] = ((n, width), value)
     return best[True][0], best[False][0]
+
+
+def best_repetition(records, recipe, num_samples):
+    """The repetition share of `recipe` with the best mean validation accuracy.
+
+    Compares the repetition phase's runs with the grid's (share 0) at the
+    same length; returns 0.0 when no share beats none.
+    """
+    n, width = recipe
+    groups = {}
+    for r in records:
+        if (r["phase"] in ("grid", "repetition") and r["dataset"] == "mnist1d"
+                and (r["n"], r["width"]) == recipe and r["num_samples"] == num_samples):
+            point = checkpoint(r, final_epoch(r))
+            if point is not None:
+                groups.setdefault(r["repetition"], []).append(point["val"]["acc"])
+    if not groups:
+        return 0.0
+    return max(groups, key=lambda share: (np.mean(groups[share]), -share))
 
 
 def run_worker(options, phase, worker, workers):
@@ -408,10 +440,15 @@ def parse(argv):
     p.add_argument("--large-samples", type=int, default=40000)
     p.add_argument("--eval-batch", type=int, default=600)
     p.add_argument("--repetitions", type=floats, default=[0.25, 0.5])
+    p.add_argument("--repetition-recipes", type=recipes, default=None,
+                   help="n x width recipes given the repetition shares too, besides "
+                        "the best AgrLearn recipe")
     p.add_argument("--fractions", type=floats, default=[0.1, 0.2, 0.5, 1.0])
     p.add_argument("--digits-epochs", type=int, default=30)
     p.add_argument("--digits-channels", type=int, default=16)
     p.add_argument("--digits-widths", type=floats, default=[1.0, 2.0])
+    p.add_argument("--digits-repetitions", type=floats, default=[0.5],
+                   help="repetition shares also tried for every digits recipe with n > 1")
     p.add_argument("--records", default=str(ROOT / "runs" / "reproduce"))
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--workers", type=int, default=1)
@@ -427,6 +464,7 @@ def parse(argv):
         options.num_samples, options.large_samples = 250, 300
         options.repetitions, options.fractions = [0.5], [0.5, 1.0]
         options.digits_widths = [1.0]
+        options.digits_repetitions = []
         options.batch_size, options.eval_batch, options.eager = 32, 10, True
         options.recipes = None
     if options.recipes is None:
