@@ -61,6 +61,10 @@ HEAD_LAYERS = (
 SAMPLE, AGGREGATED, PREDICTED = "sample", "aggregated", "predicted"
 
 
+class SeveralAggregationPointsError(ValueError):
+    """The model needs several aggregation points, which the options rule out."""
+
+
 def scaled_width(size, width):
     """The one rounding rule for widened layers: round half up, at least 1.
 
@@ -389,7 +393,7 @@ class Rebuilder:
         if self.reference is not None and (
             self.aggregate.needs_readout or axis != self.aggregate.axis
         ):
-            raise ValueError(
+            raise SeveralAggregationPointsError(
                 "This model needs aggregation at more than one place; that is "
                 "supported only without `shuffle`, `repetition` or contextual "
                 "inference, along one feature axis. Use `aggregate_after=` to "

@@ -78,7 +78,8 @@ def _train(distributed, batch_size=BATCH_SIZE, epochs=4):
                 keras.layers.Dense(3, activation="softmax"),
             ]
         )
-        model = wrap(backbone, n=N, width=2.0)
+        # Repetition draws its plan per replica under MirroredStrategy.
+        model = wrap(backbone, n=N, width=2.0, repetition=0.0)
         model.compile(
             optimizer=keras.optimizers.Adam(1e-2),
             loss="sparse_categorical_crossentropy",

@@ -155,7 +155,9 @@ def test_tokens_are_aggregated_after_their_embedding(family):
     aggregate = next(layer for layer in model.layers if isinstance(layer, Aggregate))
     # Per-sample embeddings (width 4 * 2) are concatenated along the features.
     assert aggregate.input.shape == (None, STEPS, 8)
-    assert aggregate.output.shape[1:] == (STEPS, 24)
+    # With input repetition (the default) Aggregate also returns the readout.
+    grouped = aggregate.output[0] if isinstance(aggregate.output, list) else aggregate.output
+    assert grouped.shape[1:] == (STEPS, 24)
     assert model.get_layer("embedding").output_dim == 8
 
 

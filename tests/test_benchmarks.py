@@ -62,7 +62,9 @@ def test_script_runs_with_tiny_sizes(throughput, tmp_path):
 def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, rng):
     n = 3
     x = rng.random((6, 4, 4, 2), dtype=np.float32)
-    wrapped = keras_agrlearn.wrap(throughput.small_cnn(x.shape[1:]), n, inference=inference)
+    wrapped = keras_agrlearn.wrap(
+        throughput.small_cnn(x.shape[1:]), n, inference=inference, repetition=0.0
+    )
     limit = throughput.inner_network(wrapped)
     aggregated = throughput.aggregate_numpy(x, n, replicate=inference == "replicate")
     np.testing.assert_allclose(
