@@ -77,3 +77,21 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
         scores = scores.mean(axis=1)
     probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(scores.reshape(len(x), -1)))
     np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(wrapped(x)), atol=1e-5)
+
+
+def test_overhead_profile_runs_with_tiny_sizes(throughput, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "profile_overheads", SCRIPT.with_name("profile_overheads.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "profile.json"
+    report = module.main(
+        ["--n=2", "--backbone=cnn", "--samples=8", "--repeats=1", f"--out={out}"]
+    )
+    assert json.loads(out.read_text())["backend"] == keras.backend.backend()
+    assert [row["model"] for row in report["feeding"]] == ["plain", "group n=2"]
+    assert all(row["direct_ms_per_sample"] > 0 for row in report["feeding"])
+    if keras.backend.backend() == "torch":
+        calls = {row["model"]: row["aten_calls"] for row in report["operators"]}
+        assert calls["wrapped"] > calls["limit"] > 0
