@@ -4,12 +4,12 @@ MNIST-1D (Greydanus, 2020) is a 40-point 1-D signal version of MNIST, small
 enough for a CPU yet hard enough to separate models. This script generates it
 with the `mnist1d` package (no download), trains a 3-layer Conv1D classifier
 and `keras_agrlearn.wrap` of it for n times the epochs (the same number of
-forward passes without repetition; 1.5 times as many with n=2 and
+forward passes without repetition; twice as many with n=3 and
 repetition 0.5), and prints test
 accuracy, negative log-likelihood and expected calibration error for the
 replicated, contextual and batched test protocols.
 
-    KERAS_BACKEND=jax python examples/mnist1d.py --n 2 --width 3 --repetition 0.5
+    KERAS_BACKEND=jax python examples/mnist1d.py --n 3 --width 3 --repetition 0.5
 
 The defaults are the recipe that won in docs/RESULTS.md; `--width` also
 widens the plain network so that both have the same width.
@@ -66,7 +66,7 @@ def compiled(model):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=2)
+    parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--width", type=float, default=3.0)
     parser.add_argument("--repetition", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=20, help="plain epochs; AgrLearn trains n x")
