@@ -465,7 +465,9 @@ def parse(argv):
         options.repetitions, options.fractions = [0.5], [0.5, 1.0]
         options.digits_widths = [1.0]
         options.digits_repetitions = []
-        options.batch_size, options.eval_batch, options.eager = 32, 10, True
+        # Op-by-op JAX compiles every new op shape: compiled steps are quicker.
+        options.batch_size, options.eval_batch = 32, 10
+        options.eager = keras.backend.backend() != "jax"
         options.recipes = None
     if options.recipes is None:
         options.recipes = [(n, w) for n in options.ns for w in options.widths]
