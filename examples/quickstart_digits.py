@@ -1,4 +1,4 @@
-"""Quickstart: AgrLearn on scikit-learn's digits, offline, in about two minutes.
+"""Quickstart: AgrLearn on scikit-learn's digits, offline, in about a minute.
 
 Trains a small Conv2D classifier and `keras_agrlearn.wrap(classifier,
 width=2)` with the library's defaults: n=3 (three images per forward pass,
