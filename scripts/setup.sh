@@ -12,6 +12,6 @@ VENV="${VENV:-.venv}"
 # `tensorflow` package (through tensorflow-text, which its classifiers do not
 # use) next to tensorflow-cpu, so it is installed without them and its other
 # requirements are named here.
-"$VENV/bin/python" -m pip install -q --no-deps keras-hub==0.32.0
 "$VENV/bin/python" -m pip install -q -c constraints-cpu.txt kagglehub==1.0.2 kagglesdk==0.1.28 \
     sentencepiece tokenizers regex pyyaml
+"$VENV/bin/python" -m pip install -q --no-deps keras-hub==0.32.0
