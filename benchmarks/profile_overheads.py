@@ -1,7 +1,7 @@
 """Where inference time goes outside the network: input feeding and dispatch.
 
-Two profiles behind the explanations in docs/BENCHMARKS.md, on the backend of
-this process:
+Three profiles behind the explanations in docs/BENCHMARKS.md, on the backend
+of this process:
 
 1. **Input feeding.** For the plain ResNet (or `--backbone cnn`) and its
    group-inference wrap (n=4), the CPU seconds of `model.predict` on NumPy arrays against the same
@@ -9,7 +9,10 @@ this process:
    tensor type (compiled: `tf.function`, `jax.jit`; PyTorch eager under
    `torch.no_grad`). The difference per sample is what `predict` spends
    feeding and collecting data, which no network change can remove.
-2. **Operator dispatch (PyTorch).** `torch.profiler` counts the operators one
+2. **Aggregation's share of a training step.** `Aggregate` and `Deaggregate`
+   timed alone on one training batch, against one `fit` step of the limit:
+   a cost too small for end-to-end ratios to resolve, measured directly.
+3. **Operator dispatch (PyTorch).** `torch.profiler` counts the operators one
    group `predict` batch runs, for the wrapped model and for the limit (the
    same network fed pre-aggregated arrays): the extra operators are
    `Aggregate`'s and `Deaggregate`'s reshapes and the per-sample activation,
@@ -105,6 +108,61 @@ def feeding(args, x):
     return rows
 
 
+def aggregation_share(args, x):
+    """CPU seconds of `Aggregate` and `Deaggregate` alone against a fit step.
+
+    End-to-end ratios (wrapped / limit) carry the machine's repeat noise; this
+    times the two layers on their own, compiled as `predict` compiles them,
+    on one training batch (`--batch` samples, group layout, then the head's
+    `(G, n * K)` scores back to `(B, K)`), many times, and divides by the
+    CPU seconds of one `fit` step of the limit. Their backward pass is the
+    same reshapes and transposes again, so twice the share bounds what
+    aggregation adds to a training step.
+    """
+    from keras_agrlearn import Aggregate
+    from keras_agrlearn import Deaggregate
+
+    rows = []
+    batch = x[: args.batch]
+    for name in ("cnn", "resnet"):
+        make = throughput.resnet if name == "resnet" else throughput.small_cnn
+        wrapped = keras_agrlearn.wrap(make(x.shape[1:]), args.n, repetition=0.0)
+        limit = throughput.inner_network(wrapped)
+        limit.compile(optimizer="adam", loss=throughput.grouped_loss(throughput.CLASSES))
+        aggregated = throughput.aggregate_numpy(batch, args.n, replicate=False)
+        labels = np.zeros((len(batch) // args.n, args.n), "int32")
+
+        def fit_step():
+            limit.fit(aggregated, labels, batch_size=len(aggregated), epochs=1, verbose=0)
+
+        aggregate = Aggregate(args.n, inference="group")
+        deaggregate = Deaggregate(args.n, inference="group")
+        scores = keras.ops.convert_to_tensor(
+            np.zeros((len(batch) // args.n, args.n * throughput.CLASSES), "float32")
+        )
+        layers_fn = throughput._compiled_call(aggregate)
+        head_fn = throughput._compiled_call(deaggregate)
+        tensor = keras.ops.convert_to_tensor(batch)
+
+        def layers_call():
+            for _ in range(args.calls):
+                out = layers_fn(tensor)
+                back = head_fn(scores)
+            keras.ops.convert_to_numpy(keras.ops.sum(out) + keras.ops.sum(back))
+
+        step = cpu_seconds(fit_step, args.repeats)
+        layers = cpu_seconds(layers_call, args.repeats) / args.calls
+        rows.append(
+            {
+                "backbone": name,
+                "fit_step_ms": 1e3 * step,
+                "aggregate_and_deaggregate_ms": 1e3 * layers,
+                "share": layers / step,
+            }
+        )
+    return rows
+
+
 def torch_operators(args, x):
     """Operators per group `predict` batch: wrapped model against the limit."""
     import torch
@@ -141,6 +199,8 @@ def main(argv=None):
     parser.add_argument("--backbone", choices=("resnet", "cnn"), default="resnet")
     parser.add_argument("--samples", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=96, help="fit batch of the share")
+    parser.add_argument("--calls", type=int, default=200, help="layer calls per timing")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
@@ -150,12 +210,15 @@ def main(argv=None):
         "args": vars(args),
         "versions": throughput.versions(),
         "feeding": feeding(args, x),
+        "aggregation_share": aggregation_share(args, x),
     }
     if keras.backend.backend() == "torch":
         report["operators"] = torch_operators(args, x[: args.samples // 4])
     with open(args.out, "w") as out:
         json.dump(report, out, indent=1)
     for row in report["feeding"]:
+        print(row)
+    for row in report["aggregation_share"]:
         print(row)
     for row in report.get("operators", []):
         print(row["model"], row["aten_calls"], row["top"][:6])

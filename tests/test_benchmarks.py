@@ -87,11 +87,15 @@ def test_overhead_profile_runs_with_tiny_sizes(throughput, tmp_path):
     spec.loader.exec_module(module)
     out = tmp_path / "profile.json"
     report = module.main(
-        ["--n=2", "--backbone=cnn", "--samples=8", "--repeats=1", f"--out={out}"]
+        ["--n=2", "--backbone=cnn", "--samples=8", "--batch=8", "--calls=2", "--repeats=1",
+         f"--out={out}"]
     )
     assert json.loads(out.read_text())["backend"] == keras.backend.backend()
     assert [row["model"] for row in report["feeding"]] == ["plain", "group n=2"]
     assert all(row["direct_ms_per_sample"] > 0 for row in report["feeding"])
+    shares = report["aggregation_share"]
+    assert [row["backbone"] for row in shares] == ["cnn", "resnet"]
+    assert all(0 < row["share"] and row["fit_step_ms"] > 0 for row in shares)
     if keras.backend.backend() == "torch":
         calls = {row["model"]: row["aten_calls"] for row in report["operators"]}
         assert calls["wrapped"] > calls["limit"] > 0
