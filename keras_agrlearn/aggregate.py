@@ -98,6 +98,8 @@ class Aggregate(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
+        # The tf.distribute warning is given once per layer (see call).
+        self._warned_replica_split = False
 
     @property
     def needs_readout(self):
@@ -174,7 +176,9 @@ class Aggregate(keras.layers.Layer):
 
         Under `keras.distribution.DataParallel` the layer sees the global batch,
         which is then sharded: unless it is a multiple of `n * devices`, groups
-        span devices and training differs from one device.
+        span devices and training differs from one device. Under a
+        `tf.distribute` strategy it sees one replica's share instead
+        (`_check_replica_split`).
         """
         replicas = _tensorflow_replicas()
         if replicas > 1:
@@ -207,7 +211,7 @@ class Aggregate(keras.layers.Layer):
         (the last batch of an epoch may be smaller), so then the warning
         states the rule instead of a detected break.
         """
-        if getattr(self, "_warned_replica_split", False):
+        if self._warned_replica_split:
             return
         rule = (
             f"Use a global batch size that is a multiple of n * replicas = "
