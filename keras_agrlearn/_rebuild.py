@@ -246,9 +246,12 @@ def output_dtype(layer):
     return policy
 
 
-def regroup(scores, n, inference, reference, readout, activation, dtype, name, axis=-1):
+def regroup(
+    scores, n, inference, reference, readout, activation, dtype, name, axis=-1,
+    objective="mean",
+):
     """`n * K` grouped scores back to per-sample rows, then the head's activation."""
-    deaggregate = Deaggregate(n, inference=inference, axis=axis)
+    deaggregate = Deaggregate(n, inference=inference, axis=axis, objective=objective)
     if readout is not None:
         outputs = deaggregate(scores, readout=readout)
     else:
@@ -274,8 +277,12 @@ class Rebuilder:
     they are, weights included, instead of being cloned and widened.
     """
 
-    def __init__(self, aggregate, n, width, inference, heads, aggregate_after, reuse=False):
+    def __init__(
+        self, aggregate, n, width, inference, heads, aggregate_after, reuse=False,
+        objective="mean",
+    ):
         self.aggregate = aggregate
+        self.objective = objective
         self.n = n
         self.width = width
         self.inference = inference
@@ -435,6 +442,7 @@ class Rebuilder:
             output_dtype(layer),
             f"{layer.name}_activation",
             axis=1 if channels_first else -1,
+            objective=self.objective,
         )
         self.tag(outputs, PREDICTED)
         return outputs

@@ -9,6 +9,7 @@ import math
 import numbers
 
 INFERENCE_MODES = ("group", "replicate", "contextual")
+OBJECTIVES = ("slots", "mean")
 
 
 def check_n(n):
@@ -51,6 +52,15 @@ def check_inference(inference, allowed=INFERENCE_MODES):
     return inference
 
 
+def check_objective(objective):
+    if objective not in OBJECTIVES:
+        raise ValueError(
+            f"Argument `objective` must be one of {', '.join(map(repr, OBJECTIVES))}, "
+            f"got objective={objective!r}."
+        )
+    return objective
+
+
 def check_draws(draws):
     if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 1:
         raise ValueError(
@@ -58,6 +68,21 @@ def check_draws(draws):
             f"contextual inference) must be an integer >= 1, got {draws!r}."
         )
     return int(draws)
+
+
+def check_batch_repetition(batch_repetition):
+    """Returns `batch_repetition` as an int, or raises if it is not an integer >= 1."""
+    if (
+        isinstance(batch_repetition, bool)
+        or not isinstance(batch_repetition, numbers.Integral)
+        or batch_repetition < 1
+    ):
+        raise ValueError(
+            "Argument `batch_repetition` (how many times each training batch is "
+            "grouped, with independent permutations) must be an integer >= 1, "
+            f"got {batch_repetition!r}."
+        )
+    return int(batch_repetition)
 
 
 def check_repetition(repetition):

@@ -45,6 +45,11 @@ class Aggregate(keras.layers.Layer):
             all n slots of a group of their own (MIMO-style input repetition),
             which shows the network the identical slots it sees in replicate
             inference. Defaults to `0.0`.
+        batch_repetition: int >= 1, how many times each training batch is
+            grouped, each time after an independent random permutation
+            (MIMO's batch repetition): every sample sits in `batch_repetition`
+            groups per step, at about `batch_repetition` times the step's
+            cost. Inference is unchanged. Defaults to `1`.
         draws: int >= 1, the number of companion sets per sample in contextual
             inference. Defaults to `4`.
         seed: int or None, the seed of the random permutations and companions.
@@ -84,6 +89,7 @@ class Aggregate(keras.layers.Layer):
         repetition=0.0,
         draws=4,
         seed=None,
+        batch_repetition=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -94,6 +100,13 @@ class Aggregate(keras.layers.Layer):
         self.inference = _validation.check_inference(inference)
         self.shuffle = bool(shuffle)
         self.repetition = _validation.check_repetition(repetition)
+        self.batch_repetition = _validation.check_batch_repetition(batch_repetition)
+        if self.n == 1 and self.batch_repetition > 1:
+            raise ValueError(
+                "Argument `batch_repetition` must be 1 when n=1: with one sample "
+                "per group every grouping is the same, so repeating the batch "
+                f"only repeats the gradient; got batch_repetition={batch_repetition}."
+            )
         self.draws = _validation.check_draws(draws)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -104,7 +117,12 @@ class Aggregate(keras.layers.Layer):
     @property
     def needs_readout(self):
         """Whether `Deaggregate` needs this layer's readout to align rows."""
-        return self.shuffle or self.repetition > 0 or self.inference == "contextual"
+        return (
+            self.shuffle
+            or self.repetition > 0
+            or self.batch_repetition > 1
+            or self.inference == "contextual"
+        )
 
     def build(self, input_shape):
         _validation.check_axis(self.axis, len(input_shape))
@@ -115,9 +133,27 @@ class Aggregate(keras.layers.Layer):
         Outside training only contextual inference gets here: group and
         replicate inference are plain reshapes and tiles in `call`.
         """
-        n = self.n
         if not training:
-            return _grouping.contextual_plan(batch, n, self.draws, self.seed_generator)
+            return _grouping.contextual_plan(
+                batch, self.n, self.draws, self.seed_generator
+            )
+        if self.batch_repetition == 1:
+            return self._grouping_plan(batch, self.shuffle)
+        # Each repetition is an independent permutation; its slots follow
+        # those of the previous ones, so its readout is offset by their count.
+        sources, readouts, offset = [], [], 0
+        for _ in range(self.batch_repetition):
+            plan_sources, plan_readout = self._grouping_plan(batch, shuffle=True)
+            sources.append(plan_sources)
+            readouts.append(plan_readout + offset)
+            offset = offset + _grouping.batch_size(plan_sources)
+        return (
+            ops.concatenate(sources, axis=0),
+            ops.concatenate(readouts, axis=1),
+        )
+
+    def _grouping_plan(self, batch, shuffle):
+        """One grouping of a training batch: with input repetition, or groups."""
         if self.repetition > 0:
             if isinstance(batch, int):
                 repeated = int(self.repetition * batch + 0.5)
@@ -127,10 +163,10 @@ class Aggregate(keras.layers.Layer):
                     "int32",
                 )
             return _grouping.repetition_plan(
-                batch, n, repeated, self.seed_generator
+                batch, self.n, repeated, self.seed_generator
             )
         return _grouping.group_plan(
-            batch, n, self.seed_generator if self.shuffle else None
+            batch, self.n, self.seed_generator if shuffle else None
         )
 
     def call(self, inputs, training=None, return_readout=False):
@@ -145,7 +181,10 @@ class Aggregate(keras.layers.Layer):
         if training or self.inference == "group":
             # Replicate and contextual inference read every sample on its own.
             self._check_device_split(batch)
-        simple = not (training and (self.shuffle or self.repetition > 0))
+        simple = not (
+            training
+            and (self.shuffle or self.repetition > 0 or self.batch_repetition > 1)
+        )
         if simple and self.inference == "replicate" and not training:
             # Tiling along the feature axis is the replicate layout in one copy.
             reps = [1] * len(inputs.shape)
@@ -281,6 +320,7 @@ class Aggregate(keras.layers.Layer):
                 "repetition": self.repetition,
                 "draws": self.draws,
                 "seed": self.seed,
+                "batch_repetition": self.batch_repetition,
             }
         )
         return config

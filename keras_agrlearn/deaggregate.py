@@ -32,12 +32,22 @@ class Deaggregate(keras.layers.Layer):
     a softmax head, gives the normalised geometric mean of the n slot
     probabilities.
 
+    In training, a sample may own several slots (input repetition, batch
+    repetition): `objective` says what the loss sees. With `"mean"` the row
+    is the mean of the sample's slots (one prediction per sample, as in
+    inference). With `"slots"` the layer returns every owned slot,
+    `(B, R, ..., K)`, so that each slot's own prediction is scored, as in
+    MIMO and the AgrLearn paper; `keras_agrlearn.AgrLearnModel` (what `wrap`
+    returns) spreads the labels over the slots for any Keras loss.
+
     Args:
         n: int >= 1, the group size used by the matching `Aggregate`.
         inference: `"group"`, `"replicate"` or `"contextual"`, as in the matching
             `Aggregate`. Contextual inference needs the `readout`. Defaults to
             `"group"`.
         axis: int, the axis holding the n*K grouped values. Defaults to `-1`.
+        objective: `"mean"` or `"slots"`, the training output of a sample that
+            owns several slots (see above). Defaults to `"mean"`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -63,13 +73,14 @@ class Deaggregate(keras.layers.Layer):
     [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]]
     """
 
-    def __init__(self, n, inference="group", axis=-1, **kwargs):
+    def __init__(self, n, inference="group", axis=-1, objective="mean", **kwargs):
         super().__init__(**kwargs)
         self.n = _validation.check_n(n)
         self.inference = _validation.check_inference(inference)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"Argument `axis` must be an integer, got {axis!r}.")
         self.axis = axis
+        self.objective = _validation.check_objective(objective)
         self.supports_masking = False
 
     def build(self, inputs_shape, reference_shape=None, readout_shape=None):
@@ -101,6 +112,8 @@ class Deaggregate(keras.layers.Layer):
             owned = ops.take(slots, readout, axis=0)
             if readout.shape[1] == 1:
                 return ops.squeeze(owned, 1)
+            if training and self.objective == "slots":
+                return owned
             return ops.mean(owned, axis=1)
         if reference is not None:
             return slots[: _grouping.batch_size(reference)]
@@ -123,5 +136,12 @@ class Deaggregate(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"n": self.n, "inference": self.inference, "axis": self.axis})
+        config.update(
+            {
+                "n": self.n,
+                "inference": self.inference,
+                "axis": self.axis,
+                "objective": self.objective,
+            }
+        )
         return config

@@ -12,11 +12,14 @@ so the body sees inputs with the channel count it was built for.
 import keras
 
 from keras_agrlearn import _rebuild
+from keras_agrlearn.model import AgrLearnModel
 
 STEM_NAME = "agrlearn_stem"
 
 
-def stem_model(model, aggregate, inference, head=None, classes=None, name=None):
+def stem_model(
+    model, aggregate, inference, head=None, classes=None, name=None, objective="mean"
+):
     """Builds the stem-strategy AgrLearn model around `model` (see `wrap`).
 
     Args:
@@ -30,6 +33,7 @@ def stem_model(model, aggregate, inference, head=None, classes=None, name=None):
         classes: int or None, the class count of a new head on a backbone
             without one (a subclassed model). Defaults to None.
         name: str or None, the new model's name.
+        objective: `"mean"` or `"slots"`, the training objective (see `wrap`).
 
     Returns:
         A new, uncompiled `keras.Model` taking and returning per-sample tensors.
@@ -48,7 +52,9 @@ def stem_model(model, aggregate, inference, head=None, classes=None, name=None):
             "Functional model, which aggregates after the `Embedding`."
         )
     inputs = keras.Input(batch_shape=shape, dtype=dtype, name=f"{model.name}_input")
-    builder = _rebuild.Rebuilder(aggregate, n, 1.0, inference, [], None, reuse=True)
+    builder = _rebuild.Rebuilder(
+        aggregate, n, 1.0, inference, [], None, reuse=True, objective=objective
+    )
     projected = _project(builder.start_aggregation(inputs), shape[-1], n)
     if _rebuild.is_functional(model):
         if classes is not None:
@@ -72,7 +78,7 @@ def stem_model(model, aggregate, inference, head=None, classes=None, name=None):
                 f"subclassed model ('{model.name}') has no layer graph to search."
             )
         outputs = _new_head(model(projected), builder, classes, model.name)
-    return keras.Model(inputs, outputs, name=name or f"agrlearn_{model.name}")
+    return AgrLearnModel(inputs, outputs, name=name or f"agrlearn_{model.name}")
 
 
 def _input_spec(model):
@@ -135,4 +141,5 @@ def _new_head(features, builder, classes, model_name):
         "softmax",
         _rebuild.output_dtype(head),
         "agrlearn_head_activation",
+        objective=builder.objective,
     )

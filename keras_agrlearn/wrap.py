@@ -7,6 +7,7 @@ from keras_agrlearn import _validation
 from keras_agrlearn import stem
 from keras_agrlearn._rebuild import scaled_width
 from keras_agrlearn.aggregate import Aggregate
+from keras_agrlearn.model import AgrLearnModel
 
 __all__ = ["scaled_width", "wrap"]
 
@@ -14,6 +15,7 @@ STRATEGIES = ("rebuild", "stem")
 # MIMO-style input repetition by default: it won in every recipe measured
 # with replicated inference (docs/RESULTS.md).
 DEFAULT_REPETITION = 0.5
+DEFAULT_OBJECTIVE = "slots"
 
 
 def wrap(
@@ -24,6 +26,8 @@ def wrap(
     *,
     shuffle=False,
     repetition=None,
+    batch_repetition=None,
+    objective=None,
     draws=4,
     seed=None,
     head=None,
@@ -151,18 +155,26 @@ def wrap(
     if default_repetition:
         repetition = DEFAULT_REPETITION if inference == "replicate" and n > 1 else 0.0
     repetition = _validation.check_repetition(repetition)
+    default_batch_repetition = batch_repetition is None
+    if default_batch_repetition:
+        batch_repetition = default_batch_repetition_for(n)
+    batch_repetition = _validation.check_batch_repetition(batch_repetition)
+    objective = _validation.check_objective(
+        DEFAULT_OBJECTIVE if objective is None else objective
+    )
 
-    def make_aggregate(repetition):
+    def make_aggregate(repetition, batch_repetition):
         return Aggregate(
             n,
             inference=inference,
             shuffle=shuffle,
             repetition=repetition,
+            batch_repetition=batch_repetition,
             draws=draws,
             seed=seed,
         )
 
-    aggregate = make_aggregate(repetition)
+    aggregate = make_aggregate(repetition, batch_repetition)
     if not isinstance(model, keras.Model):
         raise TypeError(
             "Argument `model` must be a keras.Model (Functional or Sequential), "
@@ -181,7 +193,13 @@ def wrap(
                 f"aggregate_after={aggregate_after!r}."
             )
         return stem.stem_model(
-            model, aggregate, inference, head=head, classes=classes, name=name
+            model,
+            aggregate,
+            inference,
+            head=head,
+            classes=classes,
+            name=name,
+            objective=objective,
         )
     if classes is not None:
         raise ValueError(
@@ -189,18 +207,34 @@ def wrap(
             "strategy keeps the class count of the backbone's head."
         )
     try:
-        return _rebuilt(model, aggregate, width, inference, head, aggregate_after, name)
+        return _rebuilt(
+            model, aggregate, width, inference, head, aggregate_after, name, objective
+        )
     except _rebuild.SeveralAggregationPointsError:
-        if not (default_repetition and repetition > 0):
+        explicit = (not default_repetition and repetition > 0) or (
+            not default_batch_repetition and batch_repetition > 1
+        )
+        if explicit:
             raise
-    # Several aggregation points share one grouping only without repetition.
+    # Several aggregation points share one grouping only without permutations.
     if verbose:
         print(
-            "wrap(): repetition=0 (the default 0.5 needs a single aggregation "
-            "point; this model has several)."
+            "wrap(): repetition=0, batch_repetition=1 (the defaults need a "
+            "single aggregation point; this model has several)."
         )
-    aggregate = make_aggregate(0.0)
-    return _rebuilt(model, aggregate, width, inference, head, aggregate_after, name)
+    aggregate = make_aggregate(0.0, 1)
+    return _rebuilt(
+        model, aggregate, width, inference, head, aggregate_after, name, objective
+    )
+
+
+def default_batch_repetition_for(n):
+    """`wrap`'s batch repetition when none is given: n for n > 1, else 1.
+
+    With b = n, an n-fold model makes as many forward passes per epoch
+    without input repetition as the plain network.
+    """
+    return n if n > 1 else 1
 
 
 def _choose_strategy(model, strategy):
@@ -226,12 +260,13 @@ def _choose_strategy(model, strategy):
     )
 
 
-def _rebuilt(model, aggregate, width, inference, head, aggregate_after, name):
+def _rebuilt(model, aggregate, width, inference, head, aggregate_after, name, objective):
     graph = _rebuild.functional_of(model)
     heads = _rebuild.find_heads(graph, head)
     after_layer = _rebuild.find_layer(graph, aggregate_after, "aggregate_after")
     builder = _rebuild.Rebuilder(
-        aggregate, aggregate.n, width, inference, heads, after_layer
+        aggregate, aggregate.n, width, inference, heads, after_layer,
+        objective=objective,
     )
     new_inputs = []
     for old_input in graph.inputs:
@@ -249,4 +284,4 @@ def _rebuilt(model, aggregate, width, inference, head, aggregate_after, name):
                 "the layer that produces the class scores."
             )
     inputs = keras.tree.pack_sequence_as(graph._inputs_struct, new_inputs)
-    return keras.Model(inputs, outputs, name=name)
+    return AgrLearnModel(inputs, outputs, name=name)

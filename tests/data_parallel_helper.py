@@ -65,7 +65,7 @@ def _data():
     return x, y
 
 
-def _train(distributed, batch_size=BATCH_SIZE, epochs=4):
+def _train(distributed, batch_size=BATCH_SIZE, epochs=4, batch_repetition=1):
     keras.utils.set_random_seed(0)
     scope = _scope() if distributed else None
     if scope is not None:
@@ -78,8 +78,11 @@ def _train(distributed, batch_size=BATCH_SIZE, epochs=4):
                 keras.layers.Dense(3, activation="softmax"),
             ]
         )
-        # Repetition draws its plan per replica under MirroredStrategy.
-        model = wrap(backbone, n=N, width=2.0, repetition=0.0)
+        # Random groupings are drawn per replica under MirroredStrategy, so
+        # only the deterministic layout can match one device exactly.
+        model = wrap(
+            backbone, n=N, width=2.0, repetition=0.0, batch_repetition=batch_repetition
+        )
         model.compile(
             optimizer=keras.optimizers.Adam(1e-2),
             loss="sparse_categorical_crossentropy",
@@ -107,7 +110,11 @@ def main():
         warnings.simplefilter("always")
         _train(distributed=True, batch_size=BROKEN_BATCH_SIZE, epochs=1)
     rule = [str(w.message) for w in broken if "per-device batch" in str(w.message)]
+    # Batch repetition permutes each batch: the weights differ from one
+    # device, but labels must stay aligned, so the model still learns.
+    repeated_accuracy, _ = _train(distributed=True, batch_repetition=2)
     return {
+        "parallel_batch_repetition_accuracy": float(repeated_accuracy),
         "single_accuracy": float(single_accuracy),
         "parallel_accuracy": float(parallel_accuracy),
         "max_weight_difference": float(max(np.max(np.abs(a - b)) for a, b in zip(single, parallel))),

@@ -47,6 +47,10 @@ def test_two_devices_train_like_one(outcome):
     assert outcome["max_weight_difference"] <= 1e-4, outcome
 
 
+def test_batch_repetition_keeps_labels_aligned_on_two_devices(outcome):
+    assert outcome["parallel_batch_repetition_accuracy"] > 0.8, outcome
+
+
 def test_warns_when_per_device_batch_is_not_a_multiple_of_n(outcome):
     assert outcome["warned_on_broken_rule"], outcome
     assert "multiple of n * replicas = 4" in outcome["warning"] or (

@@ -1,0 +1,72 @@
+"""Reference backbones of the studies: ordinary Keras classifiers, as users write them."""
+
+import keras
+
+
+def mnist1d_conv1d(channels=32):
+    """The 3-layer Conv1D classifier of the MNIST-1D measurements."""
+    return keras.Sequential(
+        [
+            keras.Input((40, 1)),
+            keras.layers.Conv1D(channels, 5, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv1D(channels, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv1D(channels, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="conv1d",
+    )
+
+
+def digits_cnn(channels=16):
+    """A two-convolution classifier for 8x8 digits."""
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(2 * channels, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="conv2d",
+    )
+
+
+def fashion_convnet():
+    """The small convnet of the Keras/TensorFlow image tutorials, for 28x28x1."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="convnet",
+    )
+
+
+def small_resnet(input_shape=(28, 28, 1), filters=(16, 32, 64), classes=10):
+    """A ResNet with one basic block per stage (ResNet-8 style), batch-normalised."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    for stage, width in enumerate(filters):
+        stride = 1 if stage == 0 else 2
+        shortcut = x
+        y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
+        y = keras.layers.BatchNormalization()(y)
+        y = keras.layers.ReLU()(y)
+        y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(y)
+        y = keras.layers.BatchNormalization()(y)
+        if stride != 1 or shortcut.shape[-1] != width:
+            shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False)(shortcut)
+            shortcut = keras.layers.BatchNormalization()(shortcut)
+        x = keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="resnet8")
