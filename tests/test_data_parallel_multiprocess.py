@@ -178,3 +178,29 @@ def test_input_repetition_matches_one_process_under_jax(outcomes, worker):
     # state, and JAX's random bits do not depend on the sharding.
     single = outcomes["single"]["repetition_weights"]
     assert _largest_difference(outcomes[worker]["repetition_weights"], single) <= TOLERANCE
+
+
+if __name__ == "__main__":
+    # `KERAS_BACKEND=jax python tests/test_data_parallel_multiprocess.py`
+    # prints the largest differences from the one-process run.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as logs:
+        found = _run(pathlib.Path(logs))
+    single = found["single"]
+    report = {
+        worker: {
+            "loss": _largest_difference([found[worker]["losses"]], [single["losses"]]),
+            "weight": _largest_difference(found[worker]["weights"], single["weights"]),
+            "split_groups_loss": _largest_difference(
+                [found[worker]["broken_losses"]], [single["broken_losses"]]
+            ),
+        }
+        for worker in ("worker0", "worker1")
+    }
+    if BACKEND == "jax":
+        for worker in report:
+            report[worker]["repetition_weight"] = _largest_difference(
+                found[worker]["repetition_weights"], single["repetition_weights"]
+            )
+    print(json.dumps({"backend": BACKEND, "largest_difference": report}, indent=1))
