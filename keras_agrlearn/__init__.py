@@ -7,6 +7,7 @@ labels. `wrap` turns a Keras classifier into such a model; `Aggregate` and
 
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
 from keras_agrlearn.wrap import scaled_width
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
+    "BrierScore",
     "Deaggregate",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
