@@ -2,11 +2,13 @@
 
 n samples go through one (wider) network together and it predicts all n
 labels. `wrap` turns a Keras classifier into such a model; `Aggregate` and
-`Deaggregate` are the layers it inserts.
+`Deaggregate` are the layers it inserts. `members` exposes the n predictions
+such a model averages.
 """
 
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn.members import members
 from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
@@ -21,6 +23,7 @@ __all__ = [
     "Deaggregate",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
+    "members",
     "scaled_width",
     "wrap",
 ]
