@@ -3,11 +3,13 @@
 n samples go through one (wider) network together and it predicts all n
 labels. `wrap` turns a Keras classifier into such a model; `Aggregate` and
 `Deaggregate` are the layers it inserts. `members` exposes the n predictions
-such a model averages.
+such a model averages, and `evaluate_uncertainty` scores accuracy,
+calibration, member diversity and out-of-distribution detection.
 """
 
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn.evaluation import evaluate_uncertainty
 from keras_agrlearn.members import members
 from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
@@ -23,6 +25,7 @@ __all__ = [
     "Deaggregate",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
+    "evaluate_uncertainty",
     "members",
     "scaled_width",
     "wrap",

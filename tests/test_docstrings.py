@@ -10,6 +10,7 @@ MODULES = [
     "keras_agrlearn.deaggregate",
     "keras_agrlearn.wrap",
     "keras_agrlearn.members",
+    "keras_agrlearn.evaluation",
     "keras_agrlearn.metrics.brier_score",
     "keras_agrlearn.metrics.expected_calibration_error",
     "keras_agrlearn.metrics.negative_log_likelihood",
