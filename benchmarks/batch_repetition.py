@@ -61,13 +61,24 @@ def step_tasks(args, x, y):
     return tasks
 
 
-def training_call(layer):
-    """The layer's training call, compiled the way `fit` compiles it."""
+def training_call(layer, inputs):
+    """The layer's training call, compiled the way `fit` compiles it.
+
+    On JAX the random permutations' seed state goes in as an argument, as in
+    `fit`'s stateless train step, and the call is compiled for `inputs`.
+    """
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        return jax.jit(lambda t: layer(t, training=True))
+        state = layer.seed_generator.state
+
+        def call(t, seed_state):
+            with keras.StatelessScope(state_mapping=[(state, seed_state)]):
+                return layer(t, training=True)
+
+        compiled = jax.jit(call).lower(inputs, state.value).compile()
+        return lambda t: compiled(t, state.value)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -84,12 +95,9 @@ def memory_rows(args):
     rows = []
     for b in [1] + [b for b in args.bs if b > 1]:
         layer = Aggregate(args.n, batch_repetition=b, shuffle=b == 1, seed=0)
-        fn = training_call(layer)
-        fn(small)  # builds the layer outside the measured region
-        if keras.backend.backend() == "jax":
-            fn = fn.lower(inputs).compile()
-        else:
-            fn(inputs)  # traces for this shape outside the measured region
+        layer(small)  # builds the layer outside the measured region
+        fn = training_call(layer, inputs)
+        fn(inputs)  # compiles or traces for this shape outside the measured region
         growth, _ = throughput._peak_growth_mib(fn, inputs)
         rows.append(
             {
