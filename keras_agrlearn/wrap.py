@@ -68,7 +68,7 @@ def wrap(
       per output; a model with several inputs aggregates each of them with
       the same grouping.
 
-    `n=1, width=1.0` gives the original architecture with the same number of
+    `n=1` gives the original architecture with the same number of
     parameters (freshly initialised), the natural baseline. Weights are never
     copied from the backbone, except that stateful preprocessing layers are
     shared with it as they are.
@@ -89,8 +89,11 @@ def wrap(
             strategy, subclassed for `"stem"`.
         n: int >= 1, the number of samples aggregated per forward pass.
             Defaults to `3`.
-        width: finite float > 0, the hidden width multiplier (`"rebuild"`
-            only). Defaults to `1.0`.
+        width: finite float > 0 or None, the hidden width multiplier
+            (`"rebuild"` only). None (the default) means `sqrt(n)` rounded
+            to two decimals (1.73 for n=3): hidden layers then hold about n
+            times the backbone's weights, the backbone's capacity per sample
+            of a group. The stem strategy keeps the backbone's widths.
         inference: the test protocol, `"replicate"` (each sample fills all n
             slots and the n outputs are averaged: a prediction depends on the
             sample alone), `"group"` (n test samples per forward pass: about
@@ -103,12 +106,29 @@ def wrap(
         repetition: float in `[0, 1)` or None, the share of training samples
             that fill all n slots of their group (MIMO-style input
             repetition). It shows the network, in training, the identical
-            slots that replicate inference shows it; in the measured studies
-            (see `docs/RESULTS.md`) 0.5 beat 0 for every n and width tried
-            with replicated inference, and cost accuracy in group inference.
-            None (the default) means 0.5 with `inference="replicate"`, and 0
-            with the other protocols, for `n=1` and where the model needs
-            several aggregation points (several inputs).
+            slots that replicate inference shows it. None (the default)
+            means 0.5 with `inference="replicate"`, and 0 with the other
+            protocols, for `n=1` and where the model needs several
+            aggregation points (several inputs).
+        batch_repetition: int >= 1 or None, how many times each training
+            batch is grouped, each time with an independent permutation
+            (MIMO's batch repetition): every sample sits in that many groups
+            per step, at about as many times the step's cost. None (the
+            default) means n (1 for `n=1`, and where the model needs several
+            aggregation points). Inference is unchanged.
+        objective: `"mean"`, `"slots"` or None, what the loss scores when a
+            sample owns several slots in training: the mean of its slots'
+            logits (`"mean"`, the default for None), or each slot's own
+            prediction with the sample's label (`"slots"`, as in MIMO and
+            the AgrLearn paper; `AgrLearnModel` spreads the labels, so any
+            Keras loss works).
+
+            The defaults were chosen by a study in which the plain model and
+            `wrap(model, n=3)` get the same `compile` and `fit` call
+            (`docs/DROPIN.md`): they reached the plain model's accuracy
+            (within 0.3 points) with a lower NLL on MNIST-1D and digits, at
+            2-4 x its training time (twice the forward passes per epoch,
+            each about n times as costly).
         draws: int >= 1, companion sets per sample in contextual inference.
             Defaults to `4`.
         seed: int or None, seed of the permutations and companions.
@@ -129,7 +149,8 @@ def wrap(
             `False`.
 
     Returns:
-        A new, uncompiled `keras.Model` taking and returning per-sample tensors.
+        A new, uncompiled `keras_agrlearn.AgrLearnModel` (a Functional
+        `keras.Model`) taking and returning per-sample tensors.
 
     Raises:
         ValueError, TypeError: for an invalid argument, a model that is not
