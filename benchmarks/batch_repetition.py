@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def training_call(layer, inputs):
     """The layer's training call, compiled the way `fit` compiles it.
 
     On JAX the random permutations' seed state goes in as an argument, as in
-    `fit`'s stateless train step, and the call is compiled for `inputs`.
+    `fit`'s stateless train step. The call is compiled (JAX) or traced
+    (TensorFlow) for `inputs` without running, since a run beforehand would
+    leave its buffers in the allocator's pool and hide the growth.
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -82,32 +85,41 @@ def training_call(layer, inputs):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(lambda t: layer(t, training=True))
+        fn = tf.function(lambda t: layer(t, training=True))
+        # Traced without running, so no buffer of this size is pooled yet.
+        fn.get_concrete_function(tf.TensorSpec(inputs.shape, inputs.dtype))
+        return fn
     return lambda t: layer(t, training=True)
 
 
-def memory_rows(args):
+def memory_row(args, b):
+    """Peak growth of one `Aggregate(n, batch_repetition=b)` training call."""
     shape = (args.memory_batch,) + tuple(args.image_shape)
     rng = np.random.default_rng(0)
     inputs = ops.convert_to_tensor(rng.random(shape, dtype=np.float32))
     small = ops.convert_to_tensor(rng.random((args.n * 2,) + shape[1:], dtype=np.float32))
-    input_mib = np.prod(shape) * 4 / 2**20
+    input_mib = float(np.prod(shape) * 4 / 2**20)
+    layer = Aggregate(args.n, batch_repetition=b, shuffle=b == 1, seed=0)
+    layer(small)  # builds the layer outside the measured region
+    growth, _ = throughput._peak_growth_mib(training_call(layer, inputs), inputs)
+    return {
+        "batch_repetition": b,
+        "input_mib": input_mib,
+        "aggregated_mib": b * input_mib,
+        "peak_growth_mib": growth,
+        "peak_over_aggregated": growth / (b * input_mib),
+    }
+
+
+def memory_rows(args, argv):
+    """One fresh process per b: allocator pools of earlier calls hide growth."""
     rows = []
     for b in [1] + [b for b in args.bs if b > 1]:
-        layer = Aggregate(args.n, batch_repetition=b, shuffle=b == 1, seed=0)
-        layer(small)  # builds the layer outside the measured region
-        fn = training_call(layer, inputs)
-        fn(inputs)  # compiles or traces for this shape outside the measured region
-        growth, _ = throughput._peak_growth_mib(fn, inputs)
-        rows.append(
-            {
-                "batch_repetition": b,
-                "input_mib": input_mib,
-                "aggregated_mib": b * input_mib,
-                "peak_growth_mib": growth,
-                "peak_over_aggregated": growth / (b * input_mib),
-            }
+        done = subprocess.run(
+            [sys.executable, __file__, *argv, "--memory-one", str(b)],
+            capture_output=True, text=True, check=True,
         )
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
 
 
@@ -121,14 +133,20 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-batch", type=int, default=3072)
+    parser.add_argument("--memory-only", action="store_true", help="skip the step timings")
+    parser.add_argument("--memory-one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if 1 not in args.bs:
         parser.error("--bs must include 1, the reference step")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if args.memory_one is not None:
+        print(json.dumps(memory_row(args, args.memory_one)))
+        return
     rng = np.random.default_rng(0)
     x = rng.random((args.samples, *args.image_shape), dtype=np.float32)
     y = rng.integers(0, throughput.CLASSES, args.samples)
-    tasks = step_tasks(args, x, y)
+    tasks = {} if args.memory_only else step_tasks(args, x, y)
     wall, cpu = throughput.measure(tasks, args.repeats, warmup=1, seed=0)
     steps = []
     for (name, objective, b), times in wall.items():
@@ -151,10 +169,10 @@ def main(argv=None):
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "command": "KERAS_BACKEND=" + keras.backend.backend() + " python benchmarks/batch_repetition.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        + " ".join(argv),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "steps": steps,
-        "memory": memory_rows(args),
+        "memory": memory_rows(args, argv),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
