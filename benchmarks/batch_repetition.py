@@ -123,6 +123,38 @@ def memory_rows(args, argv):
     return rows
 
 
+def tables(directory):
+    """Markdown tables of every `BACKEND.json` (and `BACKEND-memory.json`) in `directory`."""
+    lines = [
+        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x step(1)), CPU time | same, wall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    memory = [
+        "| backend | b | aggregated tensor MiB | peak growth MiB | peak / aggregated |",
+        "|---|---|---|---|---|",
+    ]
+    paths = sorted(Path(directory).glob("*.json"))
+    # A separate memory run (`--memory-only`) supersedes the memory rows of
+    # the full run of the same backend.
+    rerun = {p.stem[: -len("-memory")] for p in paths if p.stem.endswith("-memory")}
+    for path in paths:
+        result = json.loads(path.read_text())
+        if path.stem in rerun:
+            result["memory"] = []
+        for row in result["steps"]:
+            lines.append(
+                f"| {result['backend']} | {row['backbone']} | {row['objective']} | "
+                f"{row['batch_repetition']} | {row['wall_s']:.2f} | {row['cpu_ratio']:.3f} | "
+                f"{row['wall_ratio']:.3f} |"
+            )
+        for row in result["memory"]:
+            memory.append(
+                f"| {result['backend']} | {row['batch_repetition']} | {row['aggregated_mib']:.0f} | "
+                f"{row['peak_growth_mib']:.0f} | {row['peak_over_aggregated']:.2f} |"
+            )
+    return "\n".join(lines) + "\n\n" + "\n".join(memory)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", default="cnn,resnet", type=lambda t: t.split(","))
@@ -135,8 +167,14 @@ def main(argv=None):
     parser.add_argument("--memory-batch", type=int, default=3072)
     parser.add_argument("--memory-only", action="store_true", help="skip the step timings")
     parser.add_argument("--memory-one", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="JSON results path")
+    parser.add_argument("--tables", metavar="DIR", help="print the tables of DIR's results and exit")
     args = parser.parse_args(argv)
+    if args.tables:
+        print(tables(args.tables))
+        return
+    if args.out is None and args.memory_one is None:
+        parser.error("--out is required")
     if 1 not in args.bs:
         parser.error("--bs must include 1, the reference step")
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -314,6 +314,11 @@ def selection(records):
     return rows
 
 
+def fashion_samples(records):
+    sizes = {r["train_samples"] for r in records if r["workflow"].startswith("fashion")}
+    return ", ".join(str(size) for size in sorted(sizes))
+
+
 def write_report(records, options, argv):
     records = list(records.values())
     lines = [
@@ -339,8 +344,9 @@ def write_report(records, options, argv):
         "Workflows: " + "; ".join(
             f"`{w}` ({spec['epochs']} epochs, batch {spec['batch_size']})"
             for w, spec in WORKFLOWS.items()) + ". Fashion-MNIST: "
-        f"{options.fashion_train} training images (of the 50,000 left after a "
-        "10,000-image validation split), the full 10,000-image test set.",
+        f"{fashion_samples(records) or options.fashion_train} training images (of the "
+        "50,000 left after a 10,000-image validation split), the full "
+        "10,000-image test set.",
         "",
         "## Selection of the defaults (MNIST-1D, digits)",
         "",
