@@ -1,5 +1,6 @@
 """The examples run offline at tiny sizes; CIFAR-10 is read from mocked data."""
 
+import gzip
 import importlib.util
 from pathlib import Path
 
@@ -87,3 +88,49 @@ def test_mnist1d_example_runs():
     assert set(results) == {"plain", "plain_wide", "replicate", "contextual", "group"}
     for scores in results.values():
         assert 0.0 <= scores["accuracy"] <= 1.0 and scores["nll"] > 0
+
+
+def write_idx(path, array):
+    """An IDX file of unsigned bytes (the MNIST format), gzipped."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fashion_mnist_dir(tmp_path, rng):
+    """Tiny random stand-ins for the four Fashion-MNIST IDX files."""
+    for split, count in (("train", 100), ("t10k", 50)):
+        images = rng.integers(0, 256, (count, 28, 28))
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+    return tmp_path
+
+
+def test_finetune_pretrained_reads_idx_files(fashion_mnist_dir, tmp_path, rng):
+    pytest.importorskip("keras_hub")
+    example = load_example("finetune_pretrained")
+    array = rng.integers(0, 256, (3, 4, 5)).astype(np.uint8)
+    write_idx(tmp_path / "array.gz", array)
+    raw = tmp_path / "array-raw"
+    raw.write_bytes(gzip.decompress((tmp_path / "array.gz").read_bytes()))
+    for path in (tmp_path / "array.gz", raw):
+        np.testing.assert_array_equal(example.read_idx(path), array)
+    (x, y), (x_test, y_test) = example.load_fashion_mnist(fashion_mnist_dir)
+    assert x.shape == (100, 28, 28) and x_test.shape == (50, 28, 28)
+    np.testing.assert_array_equal(y, np.arange(100) % 10)
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist.*--data-dir"):
+        example.load_fashion_mnist(tmp_path / "missing")
+
+
+def test_finetune_pretrained_runs(fashion_mnist_dir, tmp_path):
+    pytest.importorskip("keras_hub")
+    example = load_example("finetune_pretrained")
+    preset = tmp_path / "preset"
+    results = example.main(
+        ["--quick", "--data-dir", str(fashion_mnist_dir), "--preset-dir", str(preset)]
+    )
+    assert {"config.json", "model.weights.h5"} <= {p.name for p in preset.iterdir()}
+    assert set(results) == {"plain", "agrlearn"}
+    for accuracy, nll in results.values():
+        assert 0.0 <= accuracy <= 1.0 and np.isfinite(nll) and nll > 0.0
