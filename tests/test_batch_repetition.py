@@ -36,7 +36,8 @@ def test_every_sample_sits_in_b_groups_and_reads_back(batch, batch_repetition, r
 
 def test_groupings_are_independent_permutations():
     x = np.arange(12, dtype="float32").reshape(12, 1)
-    y = keras.ops.convert_to_numpy(Aggregate(3, batch_repetition=3, seed=0)(x, training=True))
+    y, _ = Aggregate(3, batch_repetition=3, seed=0)(x, training=True, return_readout=True)
+    y = keras.ops.convert_to_numpy(y)
     first, second, third = np.split(y, 3)
     for grouping in (first, second, third):
         assert sorted(grouping.ravel().tolist()) == list(range(12))
@@ -109,22 +110,22 @@ def test_saved_model_keeps_the_options(tmp_path, rng):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"batch_repetition": 0}, r"Argument `batch_repetition`.*integer >= 1, got 0"),
-        ({"batch_repetition": 1.5}, r"Argument `batch_repetition`.*integer >= 1, got 1.5"),
-        ({"batch_repetition": True}, r"Argument `batch_repetition`.*integer >= 1, got True"),
-        ({"batch_repetition": "2"}, r"Argument `batch_repetition`.*integer >= 1, got '2'"),
-        ({"n": 1, "batch_repetition": 2}, r"Argument `batch_repetition` must be 1 when n=1"),
+        ({"batch_repetition": 0}, ValueError, r"Argument `batch_repetition`.*integer >= 1, got batch_repetition=0"),
+        ({"batch_repetition": 1.5}, TypeError, r"Argument `batch_repetition`.*integer >= 1, got 1.5"),
+        ({"batch_repetition": True}, TypeError, r"Argument `batch_repetition`.*integer >= 1, got True"),
+        ({"batch_repetition": "2"}, TypeError, r"Argument `batch_repetition`.*integer >= 1, got '2'"),
+        ({"n": 1, "batch_repetition": 2}, ValueError, r"Argument `batch_repetition` must be 1 when n=1"),
     ],
     ids=["zero", "float", "bool", "str", "n-1"],
 )
-def test_invalid_batch_repetition(kwargs, match):
+def test_invalid_batch_repetition(kwargs, error, match):
     kwargs = {"n": 2, **kwargs}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         Aggregate(**kwargs)
     backbone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         wrap(backbone, **kwargs)
 
 

@@ -63,7 +63,8 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
     n = 3
     x = rng.random((6, 4, 4, 2), dtype=np.float32)
     wrapped = keras_agrlearn.wrap(
-        throughput.small_cnn(x.shape[1:]), n, inference=inference, repetition=0.0
+        throughput.small_cnn(x.shape[1:]), n, inference=inference, repetition=0.0,
+        batch_repetition=1,
     )
     limit = throughput.inner_network(wrapped)
     aggregated = throughput.aggregate_numpy(x, n, replicate=inference == "replicate")

@@ -91,7 +91,6 @@ def test_unknown_inference_mode(inference):
     "kwargs, match",
     [
         ({"draws": 0}, r"Argument `draws`.*integer >= 1"),
-        ({"draws": 1.5}, r"Argument `draws`.*integer >= 1"),
         ({"repetition": 1.0}, r"Argument `repetition`.*\[0, 1\)"),
         ({"repetition": -0.1}, r"Argument `repetition`.*\[0, 1\)"),
         ({"head": "missing"}, r"Argument `head`: no layer named 'missing'"),
@@ -102,6 +101,22 @@ def test_unknown_inference_mode(inference):
 def test_invalid_strategy_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         wrap(backbone(), n=2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"draws": 1.5}, r"Argument `draws`.*integer >= 1"),
+        ({"repetition": "0.5"}, r"Argument `repetition`.*\[0, 1\)"),
+        ({"batch_repetition": 2.0}, r"Argument `batch_repetition`.*integer >= 1"),
+    ],
+    ids=lambda value: str(value),
+)
+def test_wrong_option_types(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        wrap(backbone(), n=2, **kwargs)
+    with pytest.raises(TypeError, match=match):
+        Aggregate(n=2, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,21 @@ def _subclassed():
     return model
 
 
+class _Untraceable(_Features):
+    """A call that needs concrete tensors, as with backend-specific code."""
+
+    def call(self, inputs):
+        if isinstance(inputs, keras.KerasTensor):
+            raise TypeError("this call needs concrete tensors")
+        return super().call(inputs)
+
+
+def _untraceable():
+    model = _Untraceable(name="untraceable")
+    model(np.zeros((1, 6, 6, 2), "float32"))
+    return model
+
+
 def _functional():
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
@@ -114,11 +129,12 @@ class _Tokens(keras.Model):
     "make_model, kwargs, error, match",
     [
         (lambda: _Features(), {"classes": 3}, ValueError, r"subclassed model that is not built"),
-        (_subclassed, {}, ValueError, r"Pass `classes=`"),
-        (_subclassed, {"classes": 0}, ValueError, r"`classes` must be an integer >= 1"),
+        (_untraceable, {}, ValueError, r"cannot be traced.*Pass `classes=`"),
+        (_subclassed, {"classes": 0}, ValueError, r"`classes` \(the number of classes of the new head\) must be an integer >= 1"),
+        (_subclassed, {"classes": 2.0}, TypeError, r"`classes` \(the number of classes of the new head\) must be an integer >= 1"),
         (_subclassed, {"classes": 3, "width": 2.0}, ValueError, r"need strategy='rebuild'"),
         (_subclassed, {"classes": 3, "head": "conv"}, ValueError, r"no layer graph"),
-        (_subclassed, {"strategy": "rebuild"}, ValueError, r"subclassed model"),
+        (_untraceable, {"strategy": "rebuild"}, ValueError, r"subclassed model that cannot be rebuilt layer by layer: its `call` cannot be traced"),
         (_functional, {"strategy": "stem", "classes": 3}, ValueError, r"has one, whose class count is kept"),
         (_functional, {"classes": 3}, ValueError, r"`classes` is for strategy='stem' only"),
         (_functional, {"strategy": "stems"}, ValueError, r"`strategy` must be one of 'rebuild', 'stem'"),
@@ -127,6 +143,7 @@ class _Tokens(keras.Model):
         "unbuilt",
         "no-classes",
         "bad-classes",
+        "float-classes",
         "width",
         "head",
         "rebuild-subclassed",

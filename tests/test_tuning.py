@@ -202,18 +202,6 @@ def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
     assert rows[0].keys() == {"trial", "n", "width", "learning_rate", "score", "status"}
 
 
-def test_load_digits_splits():
-    (x, y), (xv, yv), (xt, yt) = search.load_digits(seed=0)
-    assert x.shape[1:] == (8, 8, 1) and len(x) + len(xv) + len(xt) == 1797
-    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
-
-
-def test_load_mnist1d_offline():
-    (x, y), (xv, yv), (xt, yt) = search.load_mnist1d(num_samples=100)
-    assert x.shape == (64, 40) and xv.shape == (16, 40) and xt.shape == (20, 40)
-    assert set(np.unique(y)) <= set(range(10))
-
-
 def test_load_cifar10_offline():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
