@@ -49,12 +49,11 @@ from experiments import backbones  # noqa: E402
 from experiments import report  # noqa: E402
 from experiments.datasets import load_digits  # noqa: E402
 from experiments.datasets import load_mnist1d  # noqa: E402
+from experiments.scoring import scores  # noqa: E402
 from experiments.records import PROTOCOLS  # noqa: E402
 from experiments.records import best_recipes  # noqa: E402
 from experiments.records import best_repetition  # noqa: E402
 from experiments.records import load_records  # noqa: E402
-from keras_agrlearn.metrics import ExpectedCalibrationError  # noqa: E402
-from keras_agrlearn.metrics import NegativeLogLikelihood  # noqa: E402
 
 PHASES = ("grid", "digits", "repetition", "data", "large")
 
@@ -82,18 +81,6 @@ def build(spec, inference="replicate"):
         repetition=spec["repetition"],
         seed=spec["seed"],
     )
-
-
-def scores(model, x, y, batch_size):
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    nll, ece = NegativeLogLikelihood(), ExpectedCalibrationError()
-    nll.update_state(y, probs)
-    ece.update_state(y, probs)
-    return {
-        "acc": float(np.mean(np.argmax(probs, -1) == y)),
-        "nll": float(nll.result()),
-        "ece": float(ece.result()),
-    }
 
 
 def train(spec, data, protocols=True):

@@ -61,14 +61,17 @@ class Aggregate(keras.layers.Layer):
         return_readout: bool. If `True`, also return the `(B, R)` int32
             positions of each sample's slots among the `G * n` slots, which
             `Deaggregate(...)(y, readout=readout)` uses to return each sample's
-            prediction in its own row. Needed with `shuffle`, `repetition` and
-            contextual inference; optional otherwise.
+            prediction in its own row. Required whenever the call draws its
+            groups at random (`shuffle`, `repetition`, `batch_repetition > 1`
+            in training; contextual inference): without it the layer raises,
+            since no one could tell which row belongs to which sample.
 
     Returns:
         The aggregated tensor, or `(aggregated, readout)`.
 
     Raises:
-        ValueError, TypeError: for an invalid argument, or an input of rank < 2.
+        ValueError, TypeError: for an invalid argument, an input of rank < 2,
+            or a random layout called without `return_readout=True`.
 
     Example:
 

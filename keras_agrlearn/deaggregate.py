@@ -137,7 +137,14 @@ class Deaggregate(keras.layers.Layer):
             return slots[: _grouping.batch_size(reference)]
         return slots
 
-    def compute_output_shape(self, inputs_shape, reference_shape=None, readout_shape=None):
+    def compute_output_shape(
+        self, inputs_shape, reference_shape=None, readout_shape=None, training=None
+    ):
+        """The output shape; its batch is known where the mode fixes it.
+
+        Without `training`, the rows are known only when training and
+        inference agree on them.
+        """
         axis = _validation.check_axis(self.axis, len(inputs_shape))
         shape = list(inputs_shape)
         if shape[axis] is not None:
@@ -146,13 +153,25 @@ class Deaggregate(keras.layers.Layer):
             shape[0] = reference_shape[0]
         elif readout_shape is not None:
             shape[0] = readout_shape[0]
-        elif shape[0] is not None and self.inference != "replicate":
-            # Without `training`, rows are groups * n unless replicate
-            # inference averages each group into one row.
-            shape[0] = None if self.inference == "contextual" else shape[0] * self.n
         else:
-            shape[0] = None
+            modes = (
+                ("training", self.inference) if training is None
+                else (_grouping.mode_of(training, self.inference),)
+            )
+            rows = {self._rows(shape[0], mode) for mode in modes}
+            shape[0] = rows.pop() if len(rows) == 1 else None
         return tuple(shape)
+
+    def _rows(self, groups, mode):
+        """The rows returned for `groups` groups without reference or readout."""
+        if groups is None:
+            return None
+        layout = _grouping.layout(mode)
+        if layout == _grouping.TILE:
+            return groups
+        if layout == _grouping.GATHER:
+            return None
+        return groups * self.n
 
     def compute_output_spec(self, inputs, reference=None, readout=None, training=None):
         self._layout(training, reference, readout)
@@ -161,6 +180,7 @@ class Deaggregate(keras.layers.Layer):
                 inputs.shape,
                 None if reference is None else reference.shape,
                 None if readout is None else readout.shape,
+                training=training,
             ),
             dtype=inputs.dtype,
         )

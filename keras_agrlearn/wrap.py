@@ -19,6 +19,7 @@ from keras_agrlearn.rebuild import scaled_width
 __all__ = ["scaled_width", "wrap"]
 
 STRATEGIES = ("rebuild", "stem")
+_KEPT = "requested; the backbone body and its weights are kept"
 # MIMO-style input repetition by default: it won in every recipe measured
 # with replicated inference (docs/RESULTS.md).
 DEFAULT_REPETITION = 0.5
@@ -175,7 +176,7 @@ def wrap(
         repetition = _validation.check_repetition(repetition)
     if batch_repetition is not None:
         batch_repetition = _validation.check_batch_repetition(batch_repetition, n)
-    strategy, backbone, reason = _choose_strategy(model, strategy, classes)
+    strategy, backbone, reason, untraced = _choose_strategy(model, strategy, classes)
     if strategy == "stem":
         if width != 1.0 or aggregate_after is not None:
             raise ValueError(
@@ -221,7 +222,7 @@ def wrap(
     if strategy == "stem":
         return stem.stem_model(
             backbone, aggregation, head=head, classes=classes, name=name,
-            data_format=data_format, untraced=reason if backbone is model else None,
+            data_format=data_format, untraced=untraced,
         )
     return rebuild.rebuild_model(
         backbone, aggregation, width=width, head=head,
@@ -268,7 +269,8 @@ def _training_layout(n, inference, shuffle, repetition, batch_repetition, points
 
 
 def _choose_strategy(model, strategy, classes):
-    """The strategy, the model it applies to, and the reason, for `verbose`.
+    """The strategy, the model it applies to, the reason (for `verbose`), and
+    why a subclassed model was not rebuilt (None otherwise).
 
     A subclassed model is traced (see `_graph.trace`): when its `call` gives
     a graph that ends in a classification head, that graph is rebuilt.
@@ -276,18 +278,18 @@ def _choose_strategy(model, strategy, classes):
     _validation.check_choice("strategy", strategy, STRATEGIES + (None,))
     if _keras_internals.is_functional(model):
         if strategy == "stem":
-            return strategy, model, "requested; the backbone body and its weights are kept"
+            return strategy, model, _KEPT, None
         return "rebuild", model, (
             "requested" if strategy else
             f"{type(model).__name__} models are rebuilt layer by layer, widened "
             "and freshly initialised (strategy='stem' keeps pretrained weights)"
-        )
+        ), None
     if strategy == "stem":
-        return strategy, model, "requested; the backbone body and its weights are kept"
+        return strategy, model, _KEPT, None
     if classes is not None and strategy is None:
         return "stem", model, (
             "`classes=` asks for a new head on the subclassed model's output"
-        )
+        ), None
     graph, problem = _graph.trace(model)
     if graph is not None:
         problem = _head.head_problem(graph)
@@ -296,7 +298,7 @@ def _choose_strategy(model, strategy, classes):
             f"the call of subclassed model {type(model).__name__} was traced to "
             "a layer graph, which is rebuilt layer by layer, widened and "
             "freshly initialised"
-        )
+        ), None
     if strategy == "rebuild":
         raise ValueError(
             f"Model '{model.name}' ({type(model).__name__}) is a subclassed "
@@ -306,4 +308,4 @@ def _choose_strategy(model, strategy, classes):
         f"{type(model).__name__} is a subclassed model that cannot be rebuilt "
         f"layer by layer ({problem}): a learned projection feeds its "
         "unchanged body"
-    )
+    ), problem

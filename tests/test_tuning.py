@@ -1,8 +1,6 @@
 """AgrLearnHyperModel, leaderboard() and the tuning/search.py job."""
 
-import importlib.util
 import json
-import pathlib
 
 import keras
 import numpy as np
@@ -12,20 +10,11 @@ keras_tuner = pytest.importorskip("keras_tuner")
 
 from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
 from keras_agrlearn.tuning import leaderboard  # noqa: E402
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(
-        f"agrlearn_tuning_{name}", ROOT / "tuning" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script  # noqa: E402
 
 
-search = _load_script("search")
+
+search = load_script("tuning/search.py", "agrlearn_tuning_search")
 
 # Few samples, one epoch, two choices each: the search machinery is under
 # test here, not the accuracy it finds.
