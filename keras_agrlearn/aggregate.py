@@ -284,15 +284,21 @@ class Aggregate(keras.layers.Layer):
             shape[axis] *= self.n
         return tuple(shape)
 
-    def compute_output_spec(self, inputs, training=None, return_readout=False):
-        if not return_readout:
-            layouts = (
-                {self._layout(_grouping.mode_of(training, self.inference))}
-                if training is not None
-                else {self._layout("training"), self._layout(self.inference)}
+    def __call__(self, inputs, training=None, return_readout=False, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):
+            # A symbolic call builds a graph for training and inference alike:
+            # it must ask for the readout if either mode draws at random.
+            modes = (
+                ("training", self.inference) if training is None
+                else (_grouping.mode_of(training, self.inference),)
             )
-            for layout in layouts:
-                self._check_readout_requested(layout, return_readout)
+            for mode in modes:
+                self._check_readout_requested(self._layout(mode), return_readout)
+        return super().__call__(
+            inputs, training=training, return_readout=return_readout, **kwargs
+        )
+
+    def compute_output_spec(self, inputs, training=None, return_readout=False):
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape, training), dtype=inputs.dtype
         )
