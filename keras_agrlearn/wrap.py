@@ -115,6 +115,14 @@ def wrap(
             None (the default) means 0.5 with `inference="replicate"`, and 0
             with the other protocols, for `n=1` and where the model needs
             several aggregation points (several inputs).
+        batch_repetition: int >= 1 or None, how many times each training
+            batch is grouped, with independent permutations (MIMO's batch
+            repetition). None (the default) means
+            `default_batch_repetition_for(n)`, and 1 where the model needs
+            several aggregation points.
+        objective: `"slots"`, `"mean"` or None, what the training loss sees
+            of a sample that owns several slots (see `Deaggregate`). None
+            means `DEFAULT_OBJECTIVE`.
         draws: int >= 1, companion sets per sample in contextual inference.
             Defaults to `4`.
         seed: int or None, seed of the permutations and companions.
