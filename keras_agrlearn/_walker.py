@@ -65,6 +65,14 @@ def aggregation_axis(layer):
     return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
 
 
+def _mixes_scores_error(kind, operation):
+    return ValueError(
+        f"{kind} '{operation.name}' combines the class scores with features "
+        "computed before the head; wrap() needs the head to be the last layer "
+        "with weights on the way to the output."
+    )
+
+
 class Aggregation:
     """How a walk aggregates samples, and what it recorded doing so.
 
@@ -159,11 +167,7 @@ class GraphWalker:
                 self._aggregate_after_passed = True
             return self.tag(outputs, SAMPLE)
         if PREDICTED in states:
-            raise ValueError(
-                f"Layer '{layer.name}' combines the class scores with features "
-                "computed before the head; wrap() needs the head to be the last "
-                "layer with weights on the way to the output."
-            )
+            raise _mixes_scores_error("Layer", layer)
         if (
             _keras_internals.is_preprocessing(layer)
             and not self.preprocessing_after_aggregation
@@ -183,11 +187,7 @@ class GraphWalker:
         aggregated ones are aggregated first.
         """
         if len(states) > 1 and PREDICTED in states:
-            raise ValueError(
-                f"Operation '{operation.name}' combines the class scores with "
-                "features computed before the head; wrap() needs the head to be "
-                "the last layer with weights on the way to the output."
-            )
+            raise _mixes_scores_error("Operation", operation)
         if len(states) > 1:
             args, kwargs = self.aggregated_inputs(operation, args, kwargs)
             states = {AGGREGATED}
