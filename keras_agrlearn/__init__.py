@@ -10,7 +10,7 @@ from keras_agrlearn.deaggregate import Deaggregate
 from keras_agrlearn.model import AgrLearnModel
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
-from keras_agrlearn.wrap import scaled_width
+from keras_agrlearn.rebuild import scaled_width
 from keras_agrlearn.wrap import wrap
 
 __version__ = "0.1.0"
