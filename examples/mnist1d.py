@@ -2,20 +2,24 @@
 
 MNIST-1D (Greydanus, 2020) is a 40-point 1-D signal version of MNIST, small
 enough for a CPU yet hard enough to separate models. This script generates it
-with the `mnist1d` package (no download), trains a 3-layer Conv1D classifier
-and `keras_agrlearn.wrap` of it for n times the epochs (the same number of
-forward passes without repetition; twice as many with n=3 and
-repetition 0.5), and prints test
-accuracy, negative log-likelihood and expected calibration error for the
-replicated, contextual and batched test protocols.
+with the `mnist1d` package (no download) and trains, with the same `fit`
+call (same epochs and batch size):
 
-    KERAS_BACKEND=jax python examples/mnist1d.py --n 3 --width 3 --repetition 0.5
+- the plain 3-layer Conv1D classifier;
+- the plain classifier as wide as the wrapped one (`width` x the channels),
+  so that widths are compared like with like;
+- `keras_agrlearn.wrap(classifier, n)` with the library's defaults (or the
+  `--width`, `--batch-repetition` and `--repetition` given).
 
-The defaults are the recipe that won in docs/RESULTS.md; `--width` also
-widens the plain network so that both have the same width.
+It prints test accuracy, negative log-likelihood, expected calibration error
+and training time, and the wrapped model's scores under the replicated,
+contextual and batched test protocols.
+
+    KERAS_BACKEND=jax python examples/mnist1d.py
 """
 
 import argparse
+import time
 
 import keras
 import numpy as np
@@ -67,9 +71,10 @@ def compiled(model):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=3)
-    parser.add_argument("--width", type=float, default=3.0)
-    parser.add_argument("--repetition", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=20, help="plain epochs; AgrLearn trains n x")
+    parser.add_argument("--width", type=float, default=None, help="default: wrap's, sqrt(n)")
+    parser.add_argument("--batch-repetition", type=int, default=None, help="default: wrap's, n")
+    parser.add_argument("--repetition", type=float, default=None, help="default: wrap's, 0.5")
+    parser.add_argument("--epochs", type=int, default=20, help="the same for every model")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--samples", type=int, default=12000)
     parser.add_argument("--batch-size", type=int, default=96)
@@ -77,37 +82,55 @@ def main(argv=None):
     args = parser.parse_args(argv)
     (x, y), (x_test, y_test) = load_mnist1d(args.samples)
 
-    def report(name, model):
+    options = dict(
+        n=args.n,
+        width=args.width,
+        batch_repetition=args.batch_repetition,
+        repetition=args.repetition,
+        seed=args.seed,
+    )
+    # The wrapped model's convolutions, widened by `width` (default sqrt(n)).
+    width = next(
+        layer
+        for layer in keras_agrlearn.wrap(backbone(args.channels), **options).layers
+        if isinstance(layer, keras.layers.Conv1D)
+    )
+
+    def report(name, model, seconds=None):
         result = model.evaluate(x_test, y_test, batch_size=500, return_dict=True, verbose=0)
+        took = "" if seconds is None else f", trained in {seconds:.0f} s"
         print(
             f"{name}: accuracy {result['accuracy']:.4f}, NLL {result['nll']:.4f}, "
-            f"ECE {result['ece']:.4f}"
+            f"ECE {result['ece']:.4f}{took}"
         )
         return result
 
-    keras.utils.set_random_seed(args.seed)
-    plain = compiled(backbone(keras_agrlearn.scaled_width(args.channels, args.width)))
-    plain.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
-    results = {"plain": report(f"plain, {args.epochs} epochs", plain)}
+    def fit(model):
+        """The same training call for every model."""
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+        return time.perf_counter() - start
+
+    results = {}
+    for key, channels in (("plain", args.channels), ("plain_wide", width.filters)):
+        keras.utils.set_random_seed(args.seed)
+        plain = compiled(backbone(channels))
+        seconds = fit(plain)
+        results[key] = report(f"plain, {channels} channels, {args.epochs} epochs", plain, seconds)
 
     keras.utils.set_random_seed(args.seed)
-    model = compiled(
-        keras_agrlearn.wrap(
-            backbone(args.channels), n=args.n, width=args.width, repetition=args.repetition,
-            seed=args.seed,
-        )
-    )
-    model.fit(x, y, batch_size=args.batch_size, epochs=args.n * args.epochs, verbose=0)
-    name = f"AgrLearn n={args.n} width={args.width:g}, {args.n * args.epochs} epochs"
+    model = compiled(keras_agrlearn.wrap(backbone(args.channels), **options))
+    seconds = fit(model)
+    name = f"wrap(n={args.n}), {width.filters} channels, {args.epochs} epochs"
     for inference in ("replicate", "contextual", "group"):
         # The same weights in a model built for another test protocol.
         scored = compiled(
-            keras_agrlearn.wrap(
-                backbone(args.channels), n=args.n, width=args.width, inference=inference
-            )
+            keras_agrlearn.wrap(backbone(args.channels), inference=inference, **options)
         )
         scored.set_weights(model.get_weights())
-        results[inference] = report(f"{name}, {inference} inference", scored)
+        results[inference] = report(
+            f"{name}, {inference} inference", scored, seconds if inference == "replicate" else None
+        )
     return results
 
 

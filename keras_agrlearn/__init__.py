@@ -2,25 +2,32 @@
 
 n samples go through one (wider) network together and it predicts all n
 labels. `wrap` turns a Keras classifier into such a model; `Aggregate` and
-`Deaggregate` are the layers it inserts.
+`Deaggregate` are the layers it inserts. `members` exposes the n predictions
+such a model averages, and `evaluate_uncertainty` scores accuracy,
+calibration, member diversity and out-of-distribution detection.
 """
 
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
-from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn.evaluation import evaluate_uncertainty
+from keras_agrlearn.members import members
+from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
+from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn.version import __version__
 from keras_agrlearn.rebuild import scaled_width
 from keras_agrlearn.wrap import wrap
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Aggregate",
     "AgrLearnModel",
+    "BrierScore",
     "Deaggregate",
     "ExpectedCalibrationError",
     "NegativeLogLikelihood",
+    "evaluate_uncertainty",
+    "members",
     "scaled_width",
     "wrap",
 ]

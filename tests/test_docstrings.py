@@ -11,6 +11,9 @@ MODULES = [
     "keras_agrlearn.model",
     "keras_agrlearn.rebuild",
     "keras_agrlearn.wrap",
+    "keras_agrlearn.members",
+    "keras_agrlearn.evaluation",
+    "keras_agrlearn.metrics.brier_score",
     "keras_agrlearn.metrics.expected_calibration_error",
     "keras_agrlearn.metrics.negative_log_likelihood",
 ]

@@ -68,8 +68,8 @@ def test_resnet18_matches_the_paper_and_wraps(cifar):
 
 def test_quickstart_digits_runs():
     plain, aggregated = load_example("quickstart_digits").main(["--epochs", "1"])
-    for accuracy, nll in (plain, aggregated):
-        assert 0.0 <= accuracy <= 1.0 and np.isfinite(nll) and nll > 0.0
+    for accuracy, nll, seconds in (plain, aggregated):
+        assert 0.0 <= accuracy <= 1.0 and np.isfinite(nll) and nll > 0.0 and seconds > 0
 
 
 def test_mnist1d_example_runs():
@@ -79,6 +79,6 @@ def test_mnist1d_example_runs():
     assert x.dtype == np.float32 and set(np.unique(y)) <= set(range(10))
     keras.backend.clear_session()
     results = example.main(["--samples", "200", "--epochs", "1", "--width", "1", "--batch-size", "40"])
-    assert set(results) == {"plain", "replicate", "contextual", "group"}
+    assert set(results) == {"plain", "plain_wide", "replicate", "contextual", "group"}
     for scores in results.values():
         assert 0.0 <= scores["accuracy"] <= 1.0 and scores["nll"] > 0

@@ -2,12 +2,18 @@ import keras
 import numpy as np
 import pytest
 
+from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
 
 
 def reference_nll(labels, probs):
     return float(np.mean(-np.log(probs[np.arange(len(labels)), labels])))
+
+
+def reference_brier(labels, probs):
+    onehot = np.eye(probs.shape[-1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=-1)))
 
 
 def reference_ece(labels, probs, num_bins):
@@ -41,11 +47,15 @@ def test_matches_numpy_reference(rng, num_bins, from_logits):
     y_pred = logits if from_logits else probs
     ece = result(ExpectedCalibrationError(num_bins, from_logits=from_logits), labels, y_pred)
     nll = result(NegativeLogLikelihood(from_logits=from_logits), labels, y_pred)
+    brier = result(BrierScore(from_logits=from_logits), labels, y_pred)
     np.testing.assert_allclose(ece, reference_ece(labels, probs, num_bins), atol=1e-5)
     np.testing.assert_allclose(nll, reference_nll(labels, probs), rtol=1e-4)
+    np.testing.assert_allclose(brier, reference_brier(labels, probs), rtol=1e-5)
 
 
-@pytest.mark.parametrize("metric_class", [ExpectedCalibrationError, NegativeLogLikelihood])
+@pytest.mark.parametrize(
+    "metric_class", [ExpectedCalibrationError, NegativeLogLikelihood, BrierScore]
+)
 def test_label_formats_and_batching_agree(rng, metric_class):
     _, probs, labels = random_probs(rng)
     one_hot = np.eye(5, dtype="float32")[labels]
@@ -61,7 +71,9 @@ def test_label_formats_and_batching_agree(rng, metric_class):
     assert float(split.result()) == 0.0
 
 
-@pytest.mark.parametrize("metric_class", [ExpectedCalibrationError, NegativeLogLikelihood])
+@pytest.mark.parametrize(
+    "metric_class", [ExpectedCalibrationError, NegativeLogLikelihood, BrierScore]
+)
 def test_sample_weight_counts_samples(rng, metric_class):
     _, probs, labels = random_probs(rng, count=6)
     weights = np.array([2, 0, 1, 1, 0, 3], dtype="float32")
@@ -72,25 +84,28 @@ def test_sample_weight_counts_samples(rng, metric_class):
 
 
 @pytest.mark.parametrize(
-    "labels, probs, ece, nll",
+    "labels, probs, ece, nll, brier",
     [
-        ([0, 1], [[1.0, 0.0], [0.0, 1.0]], 0.0, 0.0),
-        ([0, 1], [[0.9, 0.1], [0.7, 0.3]], 0.4, (-np.log(0.9) - np.log(0.3)) / 2),
+        ([0, 1], [[1.0, 0.0], [0.0, 1.0]], 0.0, 0.0, 0.0),
+        ([0, 1], [[0.9, 0.1], [0.7, 0.3]], 0.4, (-np.log(0.9) - np.log(0.3)) / 2, 0.5),
         # A zero probability for the true class is clipped, not infinite.
-        ([1], [[1.0, 0.0]], 1.0, -np.log(1e-7)),
+        ([1], [[1.0, 0.0]], 1.0, -np.log(1e-7), 2.0),
+        ([2], [[0.25, 0.25, 0.5]], 0.5, np.log(2), 0.375),
     ],
 )
-def test_known_values(labels, probs, ece, nll):
+def test_known_values(labels, probs, ece, nll, brier):
     probs = np.array(probs, dtype="float32")
     assert result(ExpectedCalibrationError(10), labels, probs) == pytest.approx(ece, abs=1e-6)
     assert result(NegativeLogLikelihood(), labels, probs) == pytest.approx(nll, rel=1e-4)
+    assert result(BrierScore(), labels, probs) == pytest.approx(brier, abs=1e-6)
 
 
 @pytest.mark.parametrize(
     "metric",
     [ExpectedCalibrationError(num_bins=7, from_logits=True, name="e7"),
-     NegativeLogLikelihood(from_logits=True, epsilon=1e-5, name="nll5")],
-    ids=["ece", "nll"],
+     NegativeLogLikelihood(from_logits=True, epsilon=1e-5, name="nll5"),
+     BrierScore(from_logits=True, name="b")],
+    ids=["ece", "nll", "brier"],
 )
 def test_serialization_round_trip(rng, metric):
     logits, _, labels = random_probs(rng)
@@ -122,7 +137,7 @@ def test_in_compile_fit_and_evaluate(rng, jit_compile):
     model.compile(
         optimizer="adam",
         loss="sparse_categorical_crossentropy",
-        metrics=[NegativeLogLikelihood(), ExpectedCalibrationError()],
+        metrics=[NegativeLogLikelihood(), ExpectedCalibrationError(), BrierScore()],
         jit_compile=jit_compile,
     )
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -131,3 +146,4 @@ def test_in_compile_fit_and_evaluate(rng, jit_compile):
     assert scores["nll"] == pytest.approx(scores["loss"], rel=1e-4)
     assert scores["nll"] == pytest.approx(reference_nll(y, probs), rel=1e-4)
     assert scores["ece"] == pytest.approx(reference_ece(y, probs, 15), abs=1e-5)
+    assert scores["brier"] == pytest.approx(reference_brier(y, probs), rel=1e-4)

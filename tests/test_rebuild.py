@@ -191,7 +191,7 @@ def test_reshape_that_cannot_be_adapted_is_refused_by_name():
 
 def test_aggregate_after_chooses_the_aggregation_point():
     backbone = _recurrent()
-    model = wrap(backbone, n=2, aggregate_after="gru")
+    model = wrap(backbone, n=2, width=1.0, aggregate_after="gru")
     aggregate = next(layer for layer in model.layers if isinstance(layer, Aggregate))
     assert aggregate.input.shape == (None, STEPS, 5)
 

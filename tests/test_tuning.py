@@ -161,7 +161,9 @@ def test_local_search_resumes_after_interrupt(tmp_path, monkeypatch, capsys):
     assert sorted(rows) == ["0", "1"]
     assert all(row[-1] == "COMPLETED" for row in rows.values())
     assert {row[2] for row in rows.values()} <= {"1", "2"}
-    assert float(rows["0"][5]) == pytest.approx(first["score"], abs=1e-4)
+    assert float(rows["0"][7]) == pytest.approx(first["score"], abs=1e-4)
+    # Every trial records its forward passes per sample and its fit time.
+    assert all(float(row[8]) > 0 and row[9] != "" for row in rows.values())
     assert (project / "score_by_n_width.png").stat().st_size > 0
     model = keras.saving.load_model(project / "best_model.keras")
     assert tuple(model.output.shape) == (None, 10)
@@ -188,7 +190,10 @@ def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
     assert rows[2]["score"] is None
     assert [row["n"] for row in rows][2] == 3
     assert rows[2]["status"] == "RUNNING"
-    assert rows[0].keys() == {"trial", "n", "width", "learning_rate", "score", "status"}
+    assert rows[0].keys() == {
+        "trial", "n", "width", "batch_repetition", "repetition", "learning_rate",
+        "score", "forward_passes", "fit_seconds", "status",
+    }
 
 
 def test_load_cifar10_offline():
@@ -199,3 +204,55 @@ def test_load_cifar10_offline():
     assert xt.shape[1:] == (32, 32, 3) and y.dtype == np.int32
     model = search.backbone("cifar10")
     assert tuple(model(xt[:2]).shape) == (2, 10)
+
+
+def test_repetitions_are_tuned_with_stable_names():
+    hypermodel = AgrLearnHyperModel(
+        _backbone, n=(1, 3), width=1.0, batch_repetition=(1, 3), repetition=(0.0, 0.5)
+    )
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    space = {p.name: p for p in hp.space}
+    assert list(space["batch_repetition"].values) == [1, 3]
+    assert list(space["repetition"].values) == [0.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "n, batch_repetition, repetition, expected_epochs",
+    [(1, 1, 0.0, 6), (3, 1, 0.0, 18), (3, 3, 0.0, 6), (3, 3, 0.5, 3), (2, 2, 0.5, 4)],
+)
+def test_trials_get_the_plain_networks_forward_passes(n, batch_repetition, repetition, expected_epochs, rng):
+    hypermodel = AgrLearnHyperModel(
+        _backbone, n=n, width=1.0, batch_repetition=batch_repetition, repetition=repetition
+    )
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    x, y = rng.random((12, 6, 2)).astype("float32"), rng.integers(0, 3, 12)
+    history = hypermodel.fit(hp, model, x, y, epochs=6, batch_size=12, verbose=0)
+    assert len(history.history["loss"]) == expected_epochs
+    # Forward passes per training sample: the plain network's 6 epochs.
+    np.testing.assert_allclose(history.history["forward_passes"][-1], 6.0, rtol=0.2)
+    assert history.history["fit_seconds"][-1] > 0
+
+
+def test_equal_compute_can_be_turned_off(rng):
+    hypermodel = AgrLearnHyperModel(_backbone, n=3, width=1.0, batch_repetition=1, repetition=0.0,
+                                     equal_compute=False)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    x, y = rng.random((12, 6, 2)).astype("float32"), rng.integers(0, 3, 12)
+    history = hypermodel.fit(hp, model, x, y, epochs=2, batch_size=12, verbose=0)
+    assert len(history.history["loss"]) == 2
+    np.testing.assert_allclose(history.history["forward_passes"][-1], 2 / 3)
+
+
+def test_forwarded_options_follow_wraps_signature():
+    import inspect
+
+    from keras_agrlearn import wrap
+    from keras_agrlearn.tuning import hypermodel as module
+
+    assert "objective" in module._WRAP_OPTIONS and "batch_repetition" not in module._WRAP_OPTIONS
+    assert set(module._WRAP_OPTIONS) | set(module._TUNED) == set(inspect.signature(wrap).parameters)
+    with pytest.raises(TypeError, match=r"Unknown keyword arguments \['widht'\]"):
+        AgrLearnHyperModel(_backbone, widht=2)

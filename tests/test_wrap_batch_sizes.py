@@ -27,8 +27,9 @@ def make_model(inference, jit_compile):
             keras.layers.Dense(CLASSES, activation="softmax"),
         ]
     )
-    # One grouping per batch, so training groups exactly as group inference.
-    model = wrap(backbone, n=N, inference=inference, batch_repetition=1, seed=0)
+    # One grouping per batch, so that training lays a batch out exactly as
+    # group inference does (batch repetition is tested on its own).
+    model = wrap(backbone, n=N, inference=inference, seed=0, batch_repetition=1)
     # A zero learning rate keeps the weights fixed, so every batch below is
     # compared with one reference prediction, while fit still runs its step.
     model.compile(

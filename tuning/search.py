@@ -4,7 +4,8 @@ Runs a KerasTuner search over `keras_agrlearn.tuning.AgrLearnHyperModel` on
 one of three datasets, then prints a leaderboard and writes, under
 `OUTPUT/DATASET_TUNER/`:
 
-- `leaderboard.md`: the trials, best first (n, width, learning rate, score);
+- `leaderboard.md`: the trials, best first (n, width, batch repetition,
+  repetition, learning rate, score, forward passes, fit time);
 - `best_model.keras`: the best trial's model, loadable with
   `keras.saving.load_model` once `keras_agrlearn` is imported;
 - `score_by_n_width.png`: the best score for each n, one line per width.
@@ -130,16 +131,24 @@ def is_worker():
 
 def format_leaderboard(rows, objective=OBJECTIVE):
     lines = [
-        f"| rank | trial | n | width | learning rate | {objective} | status |",
-        "|---:|---:|---:|---:|---:|---:|:---|",
+        f"| rank | trial | n | width | batch repetition | repetition | learning rate "
+        f"| {objective} | forward passes per sample | fit s | status |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|",
     ]
+
+    def cell(value, spec):
+        return "" if value is None else format(value, spec)
+
     for rank, row in enumerate(rows, 1):
-        score = "" if row["score"] is None else f"{row['score']:.4f}"
-        learning_rate = row["learning_rate"]
-        learning_rate = "" if learning_rate is None else f"{learning_rate:.3g}"
+        # n=1 trials train without repetitions, whatever was drawn.
+        plain = row["n"] == 1
         lines.append(
             f"| {rank} | {row['trial']} | {row['n']} | {row['width']} | "
-            f"{learning_rate} | {score} | {row['status']} |"
+            f"{1 if plain else cell(row['batch_repetition'], '')} | "
+            f"{0.0 if plain else cell(row['repetition'], '')} | "
+            f"{cell(row['learning_rate'], '.3g')} | {cell(row['score'], '.4f')} | "
+            f"{cell(row['forward_passes'], '.1f')} | {cell(row['fit_seconds'], '.0f')} | "
+            f"{row['status']} |"
         )
     return "\n".join(lines)
 
@@ -232,12 +241,36 @@ def parse_args(argv):
         "--epochs and --factor",
     )
     parser.add_argument(
-        "--epochs", type=int, default=10, help="epochs per trial (Hyperband: the most)"
+        "--epochs",
+        type=int,
+        default=10,
+        help="the plain network's epochs; each trial gets as many forward passes "
+        "(Hyperband: the most)",
     )
     parser.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
     parser.add_argument("--output", default="agrlearn_tuning", help="output directory")
     parser.add_argument("--n", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--width", type=float, nargs="+", default=[1.0, 1.5, 2.0])
+    parser.add_argument(
+        "--batch-repetition",
+        type=int,
+        nargs="+",
+        default=None,
+        help="batch repetitions to search (default: wrap's default for each n)",
+    )
+    parser.add_argument(
+        "--repetition",
+        type=float,
+        nargs="+",
+        default=None,
+        help="input repetition shares to search (default: wrap's default)",
+    )
+    parser.add_argument(
+        "--equal-epochs",
+        action="store_true",
+        help="train every trial --epochs epochs instead of the plain network's "
+        "forward passes",
+    )
     parser.add_argument(
         "--learning-rate",
         type=float,
@@ -276,6 +309,9 @@ def main(argv=None):
         backbone(args.dataset),
         n=args.n,
         width=args.width,
+        batch_repetition=args.batch_repetition,
+        repetition=args.repetition,
+        equal_compute=not args.equal_epochs,
         learning_rate=learning_rate[0] if len(learning_rate) == 1 else learning_rate,
     )
     tuner = make_tuner(args, hypermodel)

@@ -1,6 +1,7 @@
-"""Calibration metrics for classifiers: negative log-likelihood and ECE."""
+"""Calibration metrics for classifiers: negative log-likelihood, ECE and Brier score."""
 
+from keras_agrlearn.metrics.brier_score import BrierScore
 from keras_agrlearn.metrics.expected_calibration_error import ExpectedCalibrationError
 from keras_agrlearn.metrics.negative_log_likelihood import NegativeLogLikelihood
 
-__all__ = ["ExpectedCalibrationError", "NegativeLogLikelihood"]
+__all__ = ["BrierScore", "ExpectedCalibrationError", "NegativeLogLikelihood"]

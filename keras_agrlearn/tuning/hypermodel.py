@@ -1,26 +1,49 @@
-"""`AgrLearnHyperModel`: a KerasTuner search space over n and width."""
+"""`AgrLearnHyperModel`: a KerasTuner search space over n, width and repetitions."""
 
+import inspect
 import numbers
+import time
 
 import keras
 import keras_tuner
 
 from keras_agrlearn import _validation
+from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.wrap import wrap
 
-# `wrap` options that stay the same in every trial.
-_WRAP_OPTIONS = ("shuffle", "repetition", "draws", "seed", "head", "aggregate_after")
+# Arguments of `wrap` that the hypermodel sets per trial; every other keyword
+# of `wrap` is passed through unchanged and stays the same in every trial.
+_TUNED = ("model", "n", "width", "inference", "repetition", "batch_repetition")
+_WRAP_OPTIONS = tuple(
+    name for name in inspect.signature(wrap).parameters if name not in _TUNED
+)
 
 
 class AgrLearnHyperModel(keras_tuner.HyperModel):
-    """Searches the aggregation factor `n` and the width of a backbone.
+    """Searches the aggregation factor `n`, the width and the repetitions.
 
     Every trial wraps a fresh copy of `backbone` with `keras_agrlearn.wrap`
-    and compiles it. The hyperparameters are named `"n"`, `"width"` and
-    `"learning_rate"`. `n=1` is the backbone itself (widened by `width`), so
-    a search with `1` among the choices tells whether aggregation helps at
-    all. The model takes and returns per-sample tensors, so the tuner's
-    `search(x, y, validation_data=...)` works as for any Keras model.
+    and compiles it. The hyperparameters are named `"n"`, `"width"`,
+    `"batch_repetition"`, `"repetition"` and `"learning_rate"`. `n=1` is the
+    backbone itself (widened by `width`; batch and input repetition do not
+    apply to it), so a search with `1` among the choices tells whether
+    aggregation helps at all. The model takes and returns per-sample tensors,
+    so the tuner's `search(x, y, validation_data=...)` works as for any Keras
+    model.
+
+    **Equal compute.** An n-fold model makes fewer forward passes per epoch
+    than the plain network (one per group of n), batch repetition b makes b
+    times more, input repetition r makes r + (1 - r) / n of a plain epoch's
+    passes per repetition. With `equal_compute=True` (the default) the
+    `epochs` passed to `search` are the plain network's budget, and each
+    trial trains `epochs * 1 / (b * (r + (1 - r) / n))` epochs, rounded, at
+    least one: every trial gets about as many forward passes as the plain
+    network, so the search does not favour `n=1` (fewer passes per epoch are
+    not a handicap) nor large `b` (more passes are not a free gift). Widths
+    are compared at equal passes, not equal FLOPs. Each trial records
+    `forward_passes` (forward passes per training sample over the whole fit)
+    and `fit_seconds` in its metrics; `keras_agrlearn.tuning.leaderboard`
+    shows both.
 
     Args:
         backbone: a Functional or Sequential `keras.Model` classifier, or a
@@ -30,6 +53,14 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             search. A single value is fixed. Defaults to `(1, 2, 3, 4)`.
         width: a number > 0 or a sequence of them, the hidden width
             multipliers to search. Defaults to `(1.0, 1.5, 2.0)`.
+        batch_repetition: None, an int >= 1 or a sequence of them, the
+            batch repetitions to search. None (the default) keeps `wrap`'s
+            default for each n.
+        repetition: None, a number in `[0, 1)` or a sequence of them, the
+            input repetition shares to search. None (the default) keeps
+            `wrap`'s default.
+        equal_compute: bool, whether each trial's epochs are scaled to the
+            plain network's forward passes (see above). Defaults to `True`.
         learning_rate: a number > 0 (fixed), or a `(min, max)` pair searched
             on a log scale. Defaults to `1e-3`.
         optimizer: an optimizer name such as `"adam"`, or a
@@ -49,8 +80,9 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         name: str or None, the hypermodel's name.
         tunable: bool, whether the hyperparameters may be tuned. Defaults to
             `True`.
-        **wrap_kwargs: `shuffle`, `repetition`, `draws`, `seed`, `head` or
-            `aggregate_after`, passed to `wrap` in every trial.
+        **wrap_kwargs: other keyword arguments of `wrap` (`shuffle`,
+            `objective`, `draws`, `seed`, `head`, `aggregate_after`, ...),
+            passed to `wrap` in every trial.
 
     Raises:
         ValueError, TypeError: for an invalid argument.
@@ -82,6 +114,9 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         backbone,
         n=(1, 2, 3, 4),
         width=(1.0, 1.5, 2.0),
+        batch_repetition=None,
+        repetition=None,
+        equal_compute=True,
         learning_rate=1e-3,
         optimizer="adam",
         loss="sparse_categorical_crossentropy",
@@ -111,6 +146,19 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         self.backbone = backbone
         self.n = _choices(n, _validation.check_n, "n")
         self.width = _choices(width, _validation.check_width, "width")
+        self.batch_repetition = (
+            None
+            if batch_repetition is None
+            else _choices(
+                batch_repetition, _validation.check_batch_repetition, "batch_repetition"
+            )
+        )
+        self.repetition = (
+            None
+            if repetition is None
+            else _choices(repetition, _validation.check_repetition, "repetition")
+        )
+        self.equal_compute = bool(equal_compute)
         self.learning_rate = _learning_rate_range(learning_rate)
         self.optimizer = optimizer
         self.loss = loss
@@ -129,6 +177,14 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         """
         n = _declare(hp, "n", self.n)
         width = _declare(hp, "width", self.width)
+        batch_repetition = repetition = None
+        if self.batch_repetition is not None:
+            batch_repetition = _declare(hp, "batch_repetition", self.batch_repetition)
+        if self.repetition is not None:
+            repetition = _declare(hp, "repetition", self.repetition)
+        if n == 1:
+            # Nothing to repeat with one sample per group.
+            batch_repetition, repetition = 1, 0.0
         if len(self.learning_rate) == 1:
             learning_rate = hp.Fixed("learning_rate", self.learning_rate[0])
         else:
@@ -139,6 +195,8 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             n=n,
             width=width,
             inference=self.inference,
+            batch_repetition=batch_repetition,
+            repetition=repetition,
             **self.wrap_kwargs,
         )
         model.compile(
@@ -147,6 +205,32 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             metrics=[_copy(metric) for metric in self.metrics],
         )
         return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        """Trains the trial's model, at the plain network's forward passes.
+
+        With `equal_compute`, `epochs` (and Hyperband's `initial_epoch`) are
+        scaled by the trial's passes per epoch relative to the plain
+        network (see the class docstring). The returned history carries
+        `forward_passes` and `fit_seconds`, which KerasTuner stores with the
+        trial's metrics.
+        """
+        passes = passes_per_epoch(model)
+        epochs = kwargs.get("epochs", 1)
+        if self.equal_compute:
+            kwargs["epochs"] = max(1, int(round(epochs / passes)))
+            if kwargs.get("initial_epoch"):
+                kwargs["initial_epoch"] = min(
+                    kwargs["epochs"] - 1, int(round(kwargs["initial_epoch"] / passes))
+                )
+        start = time.perf_counter()
+        history = model.fit(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        trained = kwargs["epochs"] - kwargs.get("initial_epoch", 0)
+        rows = len(history.history.get("loss", [])) or 1
+        history.history["forward_passes"] = [trained * passes] * rows
+        history.history["fit_seconds"] = [seconds] * rows
+        return history
 
     def _fresh_backbone(self):
         if isinstance(self.backbone, keras.Model):
@@ -167,6 +251,22 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         config = self.optimizer.get_config()
         config["learning_rate"] = learning_rate
         return type(self.optimizer).from_config(config)
+
+
+def passes_per_epoch(model):
+    """Forward passes per training sample and epoch, relative to plain.
+
+    One grouping of a batch of B samples makes `r * B + (1 - r) * B / n`
+    passes (input repetition r), and batch repetition makes b groupings;
+    the plain network makes B. Partial groups at the end of a batch are
+    ignored.
+    """
+    aggregates = [layer for layer in model.layers if isinstance(layer, Aggregate)]
+    if not aggregates:
+        return 1.0
+    aggregate = aggregates[0]
+    r, n = aggregate.repetition, aggregate.n
+    return aggregate.batch_repetition * (r + (1.0 - r) / n)
 
 
 def _choices(value, check, name):

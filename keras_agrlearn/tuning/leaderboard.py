@@ -15,7 +15,10 @@ def leaderboard(tuner):
 
     Returns:
         A list of dicts with keys `"trial"`, `"n"`, `"width"`,
-        `"learning_rate"`, `"score"` (None without one) and `"status"`.
+        `"batch_repetition"`, `"repetition"`, `"learning_rate"`, `"score"`
+        (None without one), `"forward_passes"` (per training sample, over
+        the trial's whole fit), `"fit_seconds"` and `"status"`; values a
+        trial does not have are None.
 
     Example:
 
@@ -33,8 +36,12 @@ def leaderboard(tuner):
                 "trial": trial.trial_id,
                 "n": values.get("n"),
                 "width": values.get("width"),
+                "batch_repetition": values.get("batch_repetition"),
+                "repetition": values.get("repetition"),
                 "learning_rate": values.get("learning_rate"),
                 "score": trial.score,
+                "forward_passes": _metric(trial, "forward_passes"),
+                "fit_seconds": _metric(trial, "fit_seconds"),
                 "status": str(trial.status),
             }
         )
@@ -47,3 +54,9 @@ def leaderboard(tuner):
         )
     )
     return rows
+
+
+def _metric(trial, name):
+    if not trial.metrics.exists(name):
+        return None
+    return trial.metrics.get_last_value(name)

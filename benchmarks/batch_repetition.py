@@ -1,0 +1,171 @@
+"""Cost of batch repetition: training step time and memory, on this process's backend.
+
+A training step with batch repetition b groups every batch b times, so the
+network sees b times as many groups; the target is a step that costs at most
+1.05 x b x the step without it (the aggregation itself adds almost nothing),
+and memory for one aggregated tensor of the repeated batch.
+
+- Step time: one `fit` epoch over the same samples for `wrap(backbone, n,
+  repetition=0, batch_repetition=b)` with b in `--bs`, both objectives
+  ("mean" and "slots"), after warm-up; variants run interleaved in a new
+  order each repeat, medians of wall and CPU seconds are reported, and
+  `ratio = step(b) / (b * step(1))`.
+- Memory: `Aggregate(n, batch_repetition=b)` alone in training mode, compiled
+  as `fit` compiles it (eager on PyTorch), on a large batch: the growth of the
+  process's peak resident set next to the analytic size of the aggregated
+  tensor of the repeated batch (b x the input for a batch that is a multiple
+  of n). The same measurement for b = 1 with `shuffle=True` (one permuted
+  grouping) shows what the permuted layout costs without repetition.
+
+    KERAS_BACKEND=jax python benchmarks/batch_repetition.py --out jax.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import throughput  # noqa: E402
+
+import keras_agrlearn  # noqa: E402
+from keras_agrlearn import Aggregate  # noqa: E402
+
+
+def step_tasks(args, x, y):
+    tasks = {}
+    for name in args.backbones:
+        make = throughput.resnet if name == "resnet" else throughput.small_cnn
+        backbone = make(x.shape[1:])
+        for objective in ("mean", "slots"):
+            for b in args.bs:
+                model = keras_agrlearn.wrap(
+                    backbone, args.n, repetition=0.0, batch_repetition=b, objective=objective
+                )
+                model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+                tasks[name, objective, b] = (
+                    lambda model=model: model.fit(
+                        x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False
+                    )
+                )
+    return tasks
+
+
+def training_call(layer, inputs):
+    """The layer's training call, compiled the way `fit` compiles it.
+
+    On JAX the random permutations' seed state goes in as an argument, as in
+    `fit`'s stateless train step, and the call is compiled for `inputs`.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        state = layer.seed_generator.state
+
+        def call(t, seed_state):
+            with keras.StatelessScope(state_mapping=[(state, seed_state)]):
+                return layer(t, training=True, return_readout=True)
+
+        compiled = jax.jit(call).lower(inputs, state.value).compile()
+        return lambda t: compiled(t, state.value)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda t: layer(t, training=True, return_readout=True))
+    return lambda t: layer(t, training=True, return_readout=True)
+
+
+def memory_rows(args):
+    shape = (args.memory_batch,) + tuple(args.image_shape)
+    rng = np.random.default_rng(0)
+    inputs = ops.convert_to_tensor(rng.random(shape, dtype=np.float32))
+    small = ops.convert_to_tensor(rng.random((args.n * 2,) + shape[1:], dtype=np.float32))
+    input_mib = np.prod(shape) * 4 / 2**20
+    rows = []
+    for b in [1] + [b for b in args.bs if b > 1]:
+        layer = Aggregate(args.n, batch_repetition=b, shuffle=b == 1, seed=0)
+        layer(small)  # builds the layer outside the measured region
+        fn = training_call(layer, inputs)
+        fn(inputs)  # compiles or traces for this shape outside the measured region
+        growth, _ = throughput._peak_growth_mib(fn, inputs)
+        rows.append(
+            {
+                "batch_repetition": b,
+                "input_mib": input_mib,
+                "aggregated_mib": b * input_mib,
+                "peak_growth_mib": growth,
+                "peak_over_aggregated": growth / (b * input_mib),
+            }
+        )
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbones", default="cnn,resnet", type=lambda t: t.split(","))
+    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--bs", default="1,2,3,4", type=lambda t: [int(v) for v in t.split(",")])
+    parser.add_argument("--image-shape", default="32,32,3", type=lambda t: [int(v) for v in t.split(",")])
+    parser.add_argument("--samples", type=int, default=576)
+    parser.add_argument("--batch", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-batch", type=int, default=3072)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if 1 not in args.bs:
+        parser.error("--bs must include 1, the reference step")
+    rng = np.random.default_rng(0)
+    x = rng.random((args.samples, *args.image_shape), dtype=np.float32)
+    y = rng.integers(0, throughput.CLASSES, args.samples)
+    tasks = step_tasks(args, x, y)
+    wall, cpu = throughput.measure(tasks, args.repeats, warmup=1, seed=0)
+    steps = []
+    for (name, objective, b), times in wall.items():
+        reference_wall = statistics.median(wall[name, objective, 1])
+        reference_cpu = statistics.median(cpu[name, objective, 1])
+        steps.append(
+            {
+                "backbone": name,
+                "objective": objective,
+                "batch_repetition": b,
+                "wall_s": statistics.median(times),
+                "cpu_s": statistics.median(cpu[name, objective, b]),
+                "wall_ratio": statistics.median(times) / (b * reference_wall),
+                "cpu_ratio": statistics.median(cpu[name, objective, b]) / (b * reference_cpu),
+            }
+        )
+    result = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "command": "KERAS_BACKEND=" + keras.backend.backend() + " python benchmarks/batch_repetition.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "steps": steps,
+        "memory": memory_rows(args),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    for row in steps:
+        print(f"{row['backbone']:7s} {row['objective']:5s} b={row['batch_repetition']}: "
+              f"wall {row['wall_s']:.3f} s (ratio {row['wall_ratio']:.3f}), "
+              f"cpu ratio {row['cpu_ratio']:.3f}")
+    for row in result["memory"]:
+        print(f"memory b={row['batch_repetition']}: peak growth {row['peak_growth_mib']:.1f} MiB, "
+              f"aggregated {row['aggregated_mib']:.1f} MiB ({row['peak_over_aggregated']:.2f} x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Writes the uncertainty study's report: a Markdown section and two plots.
+
+`write(records, out)` turns the JSON records of `experiments/uncertainty.py`
+into `out/RESULTS_UNCERTAINTY.md` (mean +- std over seeds per dataset and
+method), `out/uncertainty_reliability.png` (a reliability diagram per
+dataset) and `out/uncertainty_shift.png` (accuracy and NLL against shift
+severity).
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+DATASETS = ("fashion_mnist", "mnist1d", "digits")
+METHODS = ("plain", "agrlearn_default", "agrlearn_best", "ensemble")
+LABELS = {
+    "plain": "plain",
+    "agrlearn_default": "AgrLearn, wrap defaults",
+    "agrlearn_best": "AgrLearn, best recipe",
+    "ensemble": "deep ensemble",
+}
+OOD_SCORES = ("entropy", "msp", "mutual_information")
+
+
+def mean_std(values, digits=3):
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def grouped(records):
+    """`{dataset: {method: [records]}}` in the study's order."""
+    groups = {}
+    for dataset in DATASETS:
+        for method in METHODS:
+            runs = [r for r in records if r["dataset"] == dataset and r["method"] == method]
+            if runs:
+                groups.setdefault(dataset, {})[method] = sorted(runs, key=lambda r: r["seed"])
+    return groups
+
+
+def main_table(methods):
+    ood_sets = sorted({name for runs in methods.values() for r in runs for name in r["ood"]})
+    header = ["method", "params", "train s", "infer s", "accuracy", "NLL", "ECE", "Brier",
+              "member acc", "disagreement", "MI"]
+    for name in ood_sets:
+        header += [f"AUROC {name}", f"AUPR {name}", f"FPR95 {name}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, runs in methods.items():
+        test = lambda key: [r["test"][key] for r in runs if key in r["test"]]  # noqa: E731
+        row = [
+            LABELS[method],
+            f"{runs[0]['params']:,}",
+            f"{np.mean([r['train_s'] for r in runs]):.1f}",
+            f"{np.mean([r['infer_s'] for r in runs]):.2f}",
+        ]
+        row += [mean_std(test(k)) for k in ("accuracy", "nll", "ece", "brier", "member_accuracy",
+                                            "disagreement", "mutual_information")]
+        for name in ood_sets:
+            for key in ("ood_auroc", "ood_aupr", "fpr95"):
+                values = [r["ood"][name]["entropy"][key] for r in runs if name in r["ood"]]
+                row.append(mean_std(values))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def ood_score_table(methods):
+    """OOD AUROC by score, for every OOD set."""
+    lines = ["| method | OOD set | entropy | MSP | mutual information |", "|---|---|---|---|---|"]
+    for method, runs in methods.items():
+        for name in sorted(runs[0]["ood"]):
+            cells = []
+            for score in OOD_SCORES:
+                values = [r["ood"][name][score]["ood_auroc"] for r in runs
+                          if score in r["ood"].get(name, {})]
+                cells.append(mean_std(values))
+            lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def shift_curves(runs, name, metric):
+    """Mean over seeds of `metric` at severity 0 (clean) to 5."""
+    clean = np.mean([r["test"][metric] for r in runs])
+    levels = [np.mean([r["shift"][name][i][metric] for r in runs])
+              for i in range(len(runs[0]["shift"][name]))]
+    return [clean] + levels
+
+
+def shift_table(methods):
+    names = sorted({name for runs in methods.values() for name in runs[0]["shift"]})
+    if not names:
+        return []
+    levels = len(next(iter(methods.values()))[0]["shift"][names[0]])
+    header = ["method", "shift"] + [f"severity {s}" for s in range(levels + 1)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, runs in methods.items():
+        for name in names:
+            accuracy = shift_curves(runs, name, "accuracy")
+            nll = shift_curves(runs, name, "nll")
+            cells = [f"{a:.3f} / {b:.3f}" for a, b in zip(accuracy, nll)]
+            lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def gap_summary(methods):
+    """The issue's yardsticks: NLL gap closed, OOD AUROC against plain."""
+    if not {"plain", "ensemble"} <= set(methods):
+        return []
+    nll = {m: np.mean([r["test"]["nll"] for r in runs]) for m, runs in methods.items()}
+    lines = []
+    for method in ("agrlearn_default", "agrlearn_best"):
+        if method not in methods:
+            continue
+        gap = nll["plain"] - nll["ensemble"]
+        closed = (nll["plain"] - nll[method]) / gap if gap > 0 else float("nan")
+        text = (
+            f"- {LABELS[method]}: NLL {nll[method]:.3f} (plain {nll['plain']:.3f}, "
+            f"ensemble {nll['ensemble']:.3f})"
+        )
+        if gap > 0:
+            text += f", closing {100 * closed:.0f} % of the plain-to-ensemble NLL gap"
+            if closed > 1:
+                text += " (below the ensemble's NLL)"
+        else:
+            text += "; the ensemble does not beat plain on NLL here, so there is no gap to close"
+        for name in sorted(methods[method][0]["ood"]):
+            ours = np.mean([r["ood"][name]["entropy"]["ood_auroc"] for r in methods[method]])
+            plain = np.mean([r["ood"][name]["entropy"]["ood_auroc"] for r in methods["plain"]])
+            text += f"; OOD AUROC ({name}, entropy) {ours:.3f} against plain {plain:.3f}"
+        lines.append(text + ".")
+    return lines
+
+
+def write(records, out, command="python experiments/uncertainty.py"):
+    """Writes `out/RESULTS_UNCERTAINTY.md` and its two plots from the records."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = grouped(records)
+    seeds = sorted({r["seed"] for r in records})
+    lines = [
+        "## Uncertainty: plain, AgrLearn and a deep ensemble",
+        "",
+        f"Written by `{command}` from {len(records)} runs ({len(seeds)} seed(s); Keras "
+        f"{keras.__version__}, backend {keras.backend.backend()}). Mean ± std over seeds. "
+        "Training on 8 of 10 classes; OOD = the 2 held-out classes (`held_out`) and, for "
+        "Fashion-MNIST, scikit-learn digits upscaled to 28x28 (`digits`); OOD columns use "
+        "the entropy score. Times are seconds for the whole training (all members) and "
+        "for one pass over the test set. See `experiments/uncertainty.py` for the protocol.",
+        "",
+    ]
+    for dataset, methods in groups.items():
+        lines += [f"### {dataset}", ""] + main_table(methods) + [""]
+        lines += gap_summary(methods) + [""]
+        lines += ["OOD AUROC by score:", ""] + ood_score_table(methods) + [""]
+        table = shift_table(methods)
+        if table:
+            lines += ["Accuracy / NLL under shift (severity 0 is the clean test set):", ""]
+            lines += table + [""]
+    lines += [
+        "![reliability diagram](uncertainty_reliability.png)",
+        "",
+        "![accuracy and NLL under shift](uncertainty_shift.png)",
+        "",
+    ]
+    (out / "RESULTS_UNCERTAINTY.md").write_text("\n".join(lines))
+    plot_reliability(groups, out / "uncertainty_reliability.png")
+    plot_shift(groups, out / "uncertainty_shift.png")
+
+
+def plot_reliability(groups, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4), squeeze=False)
+    for ax, (dataset, methods) in zip(axes[0], groups.items()):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+        for method, runs in methods.items():
+            count = np.sum([r["reliability"]["count"] for r in runs], axis=0)
+            confidence = np.sum([r["reliability"]["confidence"] for r in runs], axis=0)
+            correct = np.sum([r["reliability"]["correct"] for r in runs], axis=0)
+            used = count > 0
+            ax.plot(confidence[used] / count[used], correct[used] / count[used], marker="o",
+                    markersize=3, label=LABELS[method])
+        ax.set_title(dataset)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_shift(groups, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(d, name) for d, methods in groups.items()
+              for name in next(iter(methods.values()))[0]["shift"]]
+    columns = max(1, len(panels))
+    fig, axes = plt.subplots(2, columns, figsize=(3.4 * columns, 6), squeeze=False)
+    for column, (dataset, name) in enumerate(panels):
+        for method, runs in groups[dataset].items():
+            for row, metric in enumerate(("accuracy", "nll")):
+                values = shift_curves(runs, name, metric)
+                axes[row][column].plot(range(len(values)), values, marker="o", markersize=3,
+                                       label=LABELS[method])
+        axes[0][column].set_title(f"{dataset}: {name}", fontsize=9)
+        axes[1][column].set_xlabel("severity")
+    axes[0][0].set_ylabel("accuracy")
+    axes[1][0].set_ylabel("NLL")
+    if panels:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
