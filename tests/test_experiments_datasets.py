@@ -1,8 +1,7 @@
 """experiments/datasets.py and experiments/backbones.py: the shared offline
 loaders and reference backbones of the studies, the tuning job and the
-benchmarks."""
-
-import gzip
+benchmarks. (The IDX reader and the MNIST-1D generator are tested with the
+uncertainty study, test_uncertainty_experiment.py.)"""
 
 import numpy as np
 import pytest
@@ -25,19 +24,6 @@ def test_load_mnist1d_offline_and_cached(tmp_path):
     assert (tmp_path / "mnist1d_100.npz").exists()
     (again, _), _, _ = datasets.load_mnist1d(100, tmp_path)
     np.testing.assert_array_equal(again, x)
-
-
-def test_load_idx_reads_the_header_and_refuses_a_truncated_file(tmp_path):
-    data = np.arange(6, dtype=np.uint8).reshape(2, 3)
-    header = bytes([0, 0, 0x08, 2]) + np.array([2, 3], ">i4").tobytes()
-    path = tmp_path / "a.idx.gz"
-    with gzip.open(path, "wb") as f:
-        f.write(header + data.tobytes())
-    np.testing.assert_array_equal(datasets.load_idx(path), data)
-    truncated = tmp_path / "b.idx"
-    truncated.write_bytes(header + data.tobytes()[:-1])
-    with pytest.raises(ValueError, match="the file holds 5"):
-        datasets.load_idx(truncated)
 
 
 @pytest.mark.parametrize(
