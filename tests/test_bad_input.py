@@ -19,6 +19,8 @@ from keras_agrlearn import Aggregate
 from keras_agrlearn import Deaggregate
 from keras_agrlearn import wrap
 
+import subclassed_models
+
 # These tests only build models and check the error each bad input raises.
 pytestmark = pytest.mark.keep_session
 
@@ -168,23 +170,8 @@ class _Unbuilt(keras.Model):
         return inputs
 
 
-class _Untraceable(keras.Model):
-    """A call that needs concrete tensors, as with backend-specific code."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(3)
-
-    def call(self, inputs):
-        if isinstance(inputs, keras.KerasTensor):
-            raise TypeError("this call needs concrete tensors")
-        return self.dense(inputs)
-
-
 def _untraceable():
-    model = _Untraceable(name="untraceable")
-    model(np.zeros((1, 6), "float32"))
-    return model
+    return subclassed_models.built(subclassed_models.Untraceable, "untraceable")
 
 
 class _Tokens(keras.Model):
@@ -233,7 +220,7 @@ def _two_inputs():
         (_untraceable, {"strategy": "rebuild"}, ValueError, r"cannot be rebuilt layer by layer: its `call` cannot be traced"),
         (_untraceable, {"classes": 0}, ValueError, r"`classes` \(the number of classes of the new head\) must be an integer >= 1"),
         (_untraceable, {"classes": 2.0}, TypeError, r"`classes` \(the number of classes of the new head\) must be an integer >= 1"),
-        (_untraceable, {"classes": 3, "head": "dense"}, ValueError, r"no layer graph"),
+        (_untraceable, {"classes": 3, "head": "conv"}, ValueError, r"no layer graph"),
         (_tokens, {"classes": 3}, ValueError, r"token ids.*strategy='rebuild'"),
         (_headless, {}, ValueError, r"classification head.*BatchNormalization"),
         (_tokens_before_embedding, {"aggregate_after": "ids"}, ValueError, r"integer inputs .* aggregated after their embedding"),

@@ -8,40 +8,13 @@ from keras_agrlearn import Aggregate
 from keras_agrlearn import wrap
 from keras_agrlearn.stem import STEM_NAME
 
+import subclassed_models
+
 CLASSES = 3
 
 
-class _Features(keras.Model):
-    """A subclassed feature extractor: no classification layer of its own."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
-        self.pool = keras.layers.GlobalAveragePooling2D()
-
-    def call(self, inputs):
-        return self.pool(self.conv(inputs))
-
-
 def _subclassed():
-    model = _Features(name="features")
-    model(np.zeros((1, 6, 6, 2), "float32"))
-    return model
-
-
-class _Untraceable(_Features):
-    """A call that needs concrete tensors, as with backend-specific code."""
-
-    def call(self, inputs):
-        if isinstance(inputs, keras.KerasTensor):
-            raise TypeError("this call needs concrete tensors")
-        return super().call(inputs)
-
-
-def _untraceable():
-    model = _Untraceable(name="untraceable")
-    model(np.zeros((1, 6, 6, 2), "float32"))
-    return model
+    return subclassed_models.built(subclassed_models.Features, "features")
 
 
 def _functional():
