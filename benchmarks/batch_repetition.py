@@ -65,6 +65,9 @@ def step_tasks(args, x, y):
 def training_call(layer, inputs):
     """The layer's training call, compiled the way `fit` compiles it.
 
+    Permuted layouts are returned with their readout, as `Deaggregate` needs
+    it; only the aggregated tensor is kept.
+
     On JAX the random permutations' seed state goes in as an argument, as in
     `fit`'s stateless train step. The call is compiled (JAX) or traced
     (TensorFlow) for `inputs` without running, since a run beforehand would
@@ -78,18 +81,18 @@ def training_call(layer, inputs):
 
         def call(t, seed_state):
             with keras.StatelessScope(state_mapping=[(state, seed_state)]):
-                return layer(t, training=True)
+                return layer(t, training=True, return_readout=True)[0]
 
         compiled = jax.jit(call).lower(inputs, state.value).compile()
         return lambda t: compiled(t, state.value)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        fn = tf.function(lambda t: layer(t, training=True))
+        fn = tf.function(lambda t: layer(t, training=True, return_readout=True)[0])
         # Traced without running, so no buffer of this size is pooled yet.
         fn.get_concrete_function(tf.TensorSpec(inputs.shape, inputs.dtype))
         return fn
-    return lambda t: layer(t, training=True)
+    return lambda t: layer(t, training=True, return_readout=True)[0]
 
 
 def memory_row(args, b):

@@ -84,7 +84,7 @@ def feeding(args, x):
     rows = []
     make = throughput.resnet if args.backbone == "resnet" else throughput.small_cnn
     backbone = make(x.shape[1:])
-    group = keras_agrlearn.wrap(backbone, args.n, inference="group", repetition=0.0)
+    group = keras_agrlearn.wrap(backbone, args.n, inference="group", repetition=0.0, batch_repetition=1)
     for name, model in (("plain", backbone), (f"group n={args.n}", group)):
         tensor = keras.ops.convert_to_tensor(x)
         call = direct_call(model)
@@ -126,7 +126,7 @@ def aggregation_share(args, x):
     batch = x[: args.batch]
     for name in ("cnn", "resnet"):
         make = throughput.resnet if name == "resnet" else throughput.small_cnn
-        wrapped = keras_agrlearn.wrap(make(x.shape[1:]), args.n, repetition=0.0)
+        wrapped = keras_agrlearn.wrap(make(x.shape[1:]), args.n, repetition=0.0, batch_repetition=1)
         limit = throughput.inner_network(wrapped)
         limit.compile(optimizer="adam", loss=throughput.grouped_loss(throughput.CLASSES))
         aggregated = throughput.aggregate_numpy(batch, args.n, replicate=False)
@@ -170,7 +170,7 @@ def torch_operators(args, x):
     from torch.profiler import profile
 
     backbone = throughput.small_cnn(x.shape[1:])
-    wrapped = keras_agrlearn.wrap(backbone, args.n, inference="group", repetition=0.0)
+    wrapped = keras_agrlearn.wrap(backbone, args.n, inference="group", repetition=0.0, batch_repetition=1)
     limit = throughput.inner_network(wrapped)
     aggregated = throughput.aggregate_numpy(x, args.n, replicate=False)
     rows = []

@@ -4,8 +4,8 @@ Measures training (`fit`) and inference (`predict`) throughput in samples per
 second for, per backbone:
 
 - `plain`: the backbone itself;
-- `replicate`: `wrap(backbone, n, inference="replicate", repetition=0.0)`;
-- `group`: `wrap(backbone, n, inference="group", repetition=0.0)`;
+- `replicate`: `wrap(backbone, n, inference="replicate", repetition=0.0, batch_repetition=1)`;
+- `group`: `wrap(backbone, n, inference="group", repetition=0.0, batch_repetition=1)`;
 - `limit`: the identical inner network (the wrapped model's own layers between
   `Aggregate` and `Deaggregate`, sharing its weights), fed arrays aggregated
   beforehand with NumPy, so it pays nothing for aggregation. Its `fit` and
@@ -45,12 +45,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import layers  # noqa: E402
 from keras import ops  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
 import keras_agrlearn  # noqa: E402
+from experiments import backbones  # noqa: E402
 from keras_agrlearn import Aggregate  # noqa: E402
 from keras_agrlearn import Deaggregate  # noqa: E402
+from keras_agrlearn import _keras_internals  # noqa: E402
 
 CLASSES = 10
 
@@ -60,42 +64,12 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP
 
 # Backbones ------------------------------------------------------------------
 
-
-def small_cnn(shape, classes=CLASSES):
-    """Three convolutions and a softmax head: the input layer is a large share."""
-    return keras.Sequential(
-        [
-            keras.Input(shape),
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-            layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(classes, activation="softmax"),
-        ],
-        name="small_cnn",
-    )
+small_cnn = backbones.small_cnn
 
 
 def resnet(shape, classes=CLASSES, filters=(16, 32, 64), blocks=1):
     """A CIFAR-style ResNet: a stem, then `blocks` basic blocks per stage."""
-    inputs = keras.Input(shape)
-    x = layers.Conv2D(filters[0], 3, padding="same", use_bias=False)(inputs)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
-    for stage, size in enumerate(filters):
-        for block in range(blocks):
-            strides = 2 if stage > 0 and block == 0 else 1
-            shortcut = x
-            if strides != 1 or shortcut.shape[-1] != size:
-                shortcut = layers.Conv2D(size, 1, strides=strides, use_bias=False)(x)
-                shortcut = layers.BatchNormalization()(shortcut)
-            y = layers.Conv2D(size, 3, strides=strides, padding="same", use_bias=False)(x)
-            y = layers.ReLU()(layers.BatchNormalization()(y))
-            y = layers.Conv2D(size, 3, padding="same", use_bias=False)(y)
-            y = layers.BatchNormalization()(y)
-            x = layers.ReLU()(layers.Add()([shortcut, y]))
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="resnet")
+    return backbones.small_resnet(shape, filters, classes, blocks=blocks)
 
 
 # The limit: the wrapped model without Aggregate and Deaggregate -------------
@@ -122,7 +96,7 @@ def inner_network(wrapped):
         return layer(*args, **kwargs)
 
     sample = keras.Input(wrapped.inputs[0].shape[1:])
-    wrapped._run_through_graph(sample, call_fn=call_fn)
+    _keras_internals.run_graph(wrapped, sample, call_fn)
     return keras.Model(inputs, scores[0], name=f"limit_{wrapped.name}")
 
 
@@ -178,9 +152,9 @@ def build_tasks(args, x, y):
         for n in args.ns:
             # No input repetition: it changes the work done, not what aggregation costs.
             replicate = compiled(
-                keras_agrlearn.wrap(backbone, n, inference="replicate", repetition=0.0)
+                keras_agrlearn.wrap(backbone, n, inference="replicate", repetition=0.0, batch_repetition=1)
             )
-            group = compiled(keras_agrlearn.wrap(backbone, n, inference="group", repetition=0.0))
+            group = compiled(keras_agrlearn.wrap(backbone, n, inference="group", repetition=0.0, batch_repetition=1))
             limit = compiled(inner_network(replicate), loss=grouped_loss(CLASSES))
             x_group = aggregate_numpy(x, n, replicate=False)
             x_replicate = aggregate_numpy(x, n, replicate=True)

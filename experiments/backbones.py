@@ -1,4 +1,9 @@
-"""Reference backbones of the studies: ordinary Keras classifiers, as users write them."""
+"""Reference backbones of the studies, the tuning job and the benchmarks.
+
+Ordinary Keras classifiers, as users write them; `keras_agrlearn.wrap`
+aggregates and widens them. The examples keep their own models, so that each
+reads on its own.
+"""
 
 import keras
 
@@ -49,24 +54,59 @@ def fashion_convnet():
     )
 
 
-def small_resnet(input_shape=(28, 28, 1), filters=(16, 32, 64), classes=10):
-    """A ResNet with one basic block per stage (ResNet-8 style), batch-normalised."""
+def cifar10_cnn():
+    """Three convolutions for 32x32x3 images in [0, 255], rescaled inside."""
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(128, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="cifar10_cnn",
+    )
+
+
+def small_cnn(input_shape, classes=10):
+    """Three convolutions and a softmax head: the input layer is a large share."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(classes, activation="softmax"),
+        ],
+        name="small_cnn",
+    )
+
+
+def small_resnet(input_shape=(28, 28, 1), filters=(16, 32, 64), classes=10, blocks=1):
+    """A CIFAR-style ResNet, batch-normalised: a stem, then `blocks` basic
+    blocks per stage (one: ResNet-8 style)."""
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False)(inputs)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
     for stage, width in enumerate(filters):
-        stride = 1 if stage == 0 else 2
-        shortcut = x
-        y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
-        y = keras.layers.BatchNormalization()(y)
-        y = keras.layers.ReLU()(y)
-        y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(y)
-        y = keras.layers.BatchNormalization()(y)
-        if stride != 1 or shortcut.shape[-1] != width:
-            shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False)(shortcut)
-            shortcut = keras.layers.BatchNormalization()(shortcut)
-        x = keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False)(x)
+            y = keras.layers.BatchNormalization()(y)
+            y = keras.layers.ReLU()(y)
+            y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(y)
+            y = keras.layers.BatchNormalization()(y)
+            if stride != 1 or shortcut.shape[-1] != width:
+                shortcut = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False)(shortcut)
+                shortcut = keras.layers.BatchNormalization()(shortcut)
+            x = keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="resnet8")
+    return keras.Model(inputs, outputs, name="resnet8" if blocks == 1 else "resnet")

@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras_agrlearn  # noqa: E402
+from keras_agrlearn import _keras_internals  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
-from keras_agrlearn.metrics import ExpectedCalibrationError  # noqa: E402
-from keras_agrlearn.metrics import NegativeLogLikelihood  # noqa: E402
+from experiments.scoring import scores  # noqa: E402
 
 # The module, not the function `keras_agrlearn.wrap` of the same name.
 WRAP = importlib.import_module("keras_agrlearn.wrap")
@@ -113,26 +113,14 @@ def forward_passes(n, repetition, batch_repetition, samples, batch_size):
     return total
 
 
-def scores(model, x, y):
-    probs = model.predict(x, batch_size=500, verbose=0)
-    nll, ece = NegativeLogLikelihood(), ExpectedCalibrationError()
-    nll.update_state(y, probs)
-    ece.update_state(y, probs)
-    return {
-        "acc": float(np.mean(np.argmax(probs, -1) == y)),
-        "nll": float(nll.result()),
-        "ece": float(ece.result()),
-    }
-
-
 def settings(model):
     """The resolved AgrLearn settings of a wrapped model (None: plain)."""
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras_agrlearn.Aggregate)]
+    layers = [layer for layer in _keras_internals.sublayers(model) if isinstance(layer, keras_agrlearn.Aggregate)]
     if not layers:
         return None
     aggregate = layers[0]
     objective = next(
-        layer.objective for layer in model._flatten_layers()
+        layer.objective for layer in _keras_internals.sublayers(model)
         if isinstance(layer, keras_agrlearn.Deaggregate)
     )
     return {

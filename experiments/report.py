@@ -7,7 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from experiments import reproduce
+from experiments import datasets
+from experiments import records as study
 
 CONCLUSION = Path(__file__).with_name("conclusion.md")
 
@@ -31,7 +32,7 @@ def runs_by_config(records, phase, dataset="mnist1d"):
 
 
 def at(runs, epoch, split="test", metric="acc"):
-    points = [reproduce.checkpoint(r, epoch) for r in runs]
+    points = [study.checkpoint(r, epoch) for r in runs]
     return [p[split][metric] for p in points if p is not None]
 
 
@@ -88,8 +89,8 @@ def protocol_table(groups, epochs):
     for (n, width, _, _), runs in groups.items():
         if n == 1:
             continue
-        cells = [mean_std([r["protocols"][p]["acc"] for r in runs]) for p in reproduce.PROTOCOLS]
-        cells += [mean_std([r["protocols"][p]["nll"] for r in runs], 1, 3) for p in reproduce.PROTOCOLS]
+        cells = [mean_std([r["protocols"][p]["acc"] for r in runs]) for p in study.PROTOCOLS]
+        cells += [mean_std([r["protocols"][p]["nll"] for r in runs], 1, 3) for p in study.PROTOCOLS]
         lines.append(f"| {label(n, width)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -196,16 +197,41 @@ def plot_data(rows, best_agr, path):
 
 
 def write(records, options, argv):
+    """Writes RESULTS.md, its plots and the raw records to `options.out`."""
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    e = options.epochs
+    best_plain, best_agr = study.best_recipes(
+        records, "grid", num_samples=options.num_samples
+    )
+    sections = (
+        header_section(options, argv),
+        grid_section(records, options, best_plain, best_agr, out),
+        repetition_section(records, options, best_plain, best_agr),
+        data_section(records, options, best_plain, best_agr, out),
+        large_section(records, options),
+        digits_section(records, options),
+        raw_section(),
+    )
     lines = ["# AgrLearn against its backbone: measured results", ""]
+    for section in sections:
+        lines += section
+    (out / "RESULTS.md").write_text("\n".join(lines))
+    raw = out / "results"
+    raw.mkdir(exist_ok=True)
+    (raw / "records.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records)
+    )
+
+
+def header_section(options, argv):
+    """The conclusion (full studies only) and how the numbers were produced."""
+    lines = []
     if CONCLUSION.exists() and not options.quick:
         lines += [CONCLUSION.read_text().strip(), ""]
     command = "KERAS_BACKEND=jax python experiments/reproduce.py " + " ".join(
         a for a in argv if a != "--report-only"
     )
-    lines += [
+    return lines + [
         "## How this was produced",
         "",
         "```",
@@ -225,10 +251,15 @@ def write(records, options, argv):
         "choices use the validation split, never the test split.",
         "",
     ]
+
+
+def grid_section(records, options, best_plain, best_agr, out):
+    """MNIST-1D n x width: the grid table, training length, test protocols."""
     grid = runs_by_config(records, "grid")
-    best_plain, best_agr = reproduce.best_recipes(records, "grid", num_samples=options.num_samples)
+    e = options.epochs
+    lines = []
     if grid:
-        (x, _), (xv, _), (xt, _) = reproduce.load_mnist1d(
+        (x, _), (xv, _), (xt, _) = datasets.load_mnist1d(
             options.num_samples, Path(options.records) / "cache"
         )
         lines += [
@@ -271,6 +302,14 @@ def write(records, options, argv):
         ]
         plot_grid(grid, e, out / "grid.png")
         plot_length(grid, out / "training_length.png")
+    return lines
+
+
+def repetition_section(records, options, best_plain, best_agr):
+    """MIMO-style input repetition against the plain net at equal passes."""
+    grid = runs_by_config(records, "grid")
+    e = options.epochs
+    lines = []
     rep = runs_by_config(records, "repetition")
     if rep and best_agr:
         recipes = sorted({(k[0], k[1]) for k in rep})
@@ -298,7 +337,7 @@ def write(records, options, argv):
                 if not runs:
                     continue
                 cells = [mean_std([r["protocols"][p]["acc"] for r in runs])
-                         for p in reproduce.PROTOCOLS]
+                         for p in study.PROTOCOLS]
                 cells += [mean_std([r["protocols"]["replicate"]["nll"] for r in runs], 1, 3),
                           mean_std([r["protocols"]["replicate"]["ece"] for r in runs])]
                 epochs = int(round((share + (1 - share) / n) * n * e))
@@ -307,6 +346,13 @@ def write(records, options, argv):
                           mean_std(at(plain, epochs, metric="ece"))]
                 lines.append(f"| {label(n, width)} | {share:g} | " + " | ".join(cells) + " |")
         lines.append("")
+    return lines
+
+
+def data_section(records, options, best_plain, best_agr, out):
+    """Test accuracy against the share of training data."""
+    e = options.epochs
+    lines = []
     rows = data_rows(records, options, best_plain, best_agr) if best_agr else []
     if any(f < 1 for f, *_ in rows):
         n = best_agr[0]
@@ -332,10 +378,23 @@ def write(records, options, argv):
             )
         lines += ["", "![data efficiency](data_efficiency.png)", ""]
         plot_data(rows, best_agr, out / "data_efficiency.png")
+    return lines
+
+
+def large_section(records, options):
+    """The best recipes on a larger generated MNIST-1D."""
+    e = options.epochs
+    lines = []
     large = runs_by_config(records, "large")
     if large:
         lines += [f"## Larger MNIST-1D ({options.large_samples} samples)", "",
                   *grid_table(large, e), ""]
+    return lines
+
+
+def digits_section(records, options):
+    """The grid on scikit-learn digits."""
+    lines = []
     digits = runs_by_config(records, "digits", "digits")
     if digits:
         lines += [
@@ -348,16 +407,15 @@ def write(records, options, argv):
             *grid_table(digits, options.digits_epochs),
             "",
         ]
-    lines += [
+    return lines
+
+
+def raw_section():
+    """Where the raw records are."""
+    return [
         "## Raw records",
         "",
         "One JSON line per run (every checkpoint's validation and test accuracy, "
         "NLL and ECE) in `docs/results/records.jsonl`.",
         "",
     ]
-    (out / "RESULTS.md").write_text("\n".join(lines))
-    raw = out / "results"
-    raw.mkdir(exist_ok=True)
-    (raw / "records.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records)
-    )

@@ -45,80 +45,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras_agrlearn  # noqa: E402
-from keras_agrlearn.metrics import ExpectedCalibrationError  # noqa: E402
-from keras_agrlearn.metrics import NegativeLogLikelihood  # noqa: E402
+from experiments import backbones  # noqa: E402
+from experiments import report  # noqa: E402
+from experiments.datasets import load_digits  # noqa: E402
+from experiments.datasets import load_mnist1d  # noqa: E402
+from experiments.scoring import scores  # noqa: E402
+from experiments.records import PROTOCOLS  # noqa: E402
+from experiments.records import best_recipes  # noqa: E402
+from experiments.records import best_repetition  # noqa: E402
+from experiments.records import load_records  # noqa: E402
 
 PHASES = ("grid", "digits", "repetition", "data", "large")
-PROTOCOLS = ("replicate", "contextual", "group")
-
-# ---------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------
-
-
-def load_mnist1d(num_samples, cache_dir):
-    """MNIST-1D generated offline: 64% train, 16% validation, 20% test.
-
-    Generation takes about 2 s per 1000 samples, so the arrays are cached.
-    """
-    cache = Path(cache_dir) / f"mnist1d_{num_samples}.npz"
-    if not cache.exists():
-        from mnist1d.data import get_dataset_args
-        from mnist1d.data import make_dataset
-
-        args = get_dataset_args()
-        args.num_samples = num_samples
-        data = make_dataset(args)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
-    data = np.load(cache)
-    x, y = data["x"][..., None].astype("float32"), data["y"].astype("int32")
-    x_test = data["x_test"][..., None].astype("float32")
-    y_test = data["y_test"].astype("int32")
-    val = len(x) // 5
-    return (x[val:], y[val:]), (x[:val], y[:val]), (x_test, y_test)
-
-
-def load_digits():
-    """scikit-learn digits (1797 8x8 images): 60% train, 20% val, 20% test."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    digits = sk_digits()
-    x = (digits.images[..., None] / 16.0).astype("float32")
-    y = digits.target.astype("int32")
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    test = val = 360
-    return (x[test + val :], y[test + val :]), (x[test : test + val], y[test : test + val]), (x[:test], y[:test])
-
-
-def mnist1d_backbone(channels):
-    """The 3-layer Conv1D classifier of the first measurements."""
-    return keras.Sequential(
-        [
-            keras.Input((40, 1)),
-            keras.layers.Conv1D(channels, 5, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv1D(channels, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv1D(channels, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ],
-        name="conv1d",
-    )
-
-
-def digits_backbone(channels):
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
-            keras.layers.Conv2D(2 * channels, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ],
-        name="conv2d",
-    )
-
 
 # ---------------------------------------------------------------------------
 # One run
@@ -126,7 +63,10 @@ def digits_backbone(channels):
 
 
 def build(spec, inference="replicate"):
-    maker = mnist1d_backbone if spec["dataset"].startswith("mnist1d") else digits_backbone
+    maker = (
+        backbones.mnist1d_conv1d if spec["dataset"].startswith("mnist1d")
+        else backbones.digits_cnn
+    )
     backbone = maker(spec["channels"])
     if spec["n"] == 1 and spec["repetition"] == 0:
         if spec["width"] == 1:
@@ -141,18 +81,6 @@ def build(spec, inference="replicate"):
         repetition=spec["repetition"],
         seed=spec["seed"],
     )
-
-
-def scores(model, x, y, batch_size):
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    nll, ece = NegativeLogLikelihood(), ExpectedCalibrationError()
-    nll.update_state(y, probs)
-    ece.update_state(y, probs)
-    return {
-        "acc": float(np.mean(np.argmax(probs, -1) == y)),
-        "nll": float(nll.result()),
-        "ece": float(ece.result()),
-    }
 
 
 def train(spec, data, protocols=True):
@@ -290,74 +218,6 @@ def phase_specs(phase, options, records):
     raise ValueError(phase)
 
 
-def load_records(records_dir):
-    records = {}
-    for path in sorted(Path(records_dir).glob("records*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                records[record["key"]] = record
-    return list(records.values())
-
-
-def checkpoint(record, epoch):
-    for point in record["checkpoints"]:
-        if point["epoch"] == epoch:
-            return point
-    return None
-
-
-def final_epoch(record):
-    """The equal-compute point: n * epochs (plain: epochs)."""
-    return record["epochs"] * record["n"]
-
-
-def best_recipes(records, phase, dataset="mnist1d", num_samples=None):
-    """(n, width) of the best plain and best AgrLearn by validation accuracy.
-
-    Plain is judged at its best checkpoint (any length); AgrLearn at its
-    equal-compute point, so the choice never favours AgrLearn. Only records
-    of `num_samples` generated samples count, when it is given.
-    """
-    groups = {}
-    for r in records:
-        if r["phase"] != phase or r["dataset"] != dataset or r["repetition"] > 0:
-            continue
-        if num_samples is not None and r["num_samples"] != num_samples:
-            continue
-        groups.setdefault((r["n"], r["width"]), []).append(r)
-    best = {True: (None, -1.0), False: (None, -1.0)}
-    for (n, width), runs in groups.items():
-        if n == 1:
-            # Checkpoints every run of the recipe has (a study may mix lengths).
-            epochs = set.intersection(*({p["epoch"] for p in r["checkpoints"]} for r in runs))
-            value = max(np.mean([checkpoint(r, e)["val"]["acc"] for r in runs]) for e in epochs)
-        else:
-            value = np.mean([checkpoint(r, final_epoch(r))["val"]["acc"] for r in runs])
-        if value > best[n == 1][1]:
-            best[n == 1] = ((n, width), value)
-    return best[True][0], best[False][0]
-
-
-def best_repetition(records, recipe, num_samples):
-    """The repetition share of `recipe` with the best mean validation accuracy.
-
-    Compares the repetition phase's runs with the grid's (share 0) at the
-    same length; returns 0.0 when no share beats none.
-    """
-    n, width = recipe
-    groups = {}
-    for r in records:
-        if (r["phase"] in ("grid", "repetition") and r["dataset"] == "mnist1d"
-                and (r["n"], r["width"]) == recipe and r["num_samples"] == num_samples):
-            point = checkpoint(r, final_epoch(r))
-            if point is not None:
-                groups.setdefault(r["repetition"], []).append(point["val"]["acc"])
-    if not groups:
-        return 0.0
-    return max(groups, key=lambda share: (np.mean(groups[share]), -share))
-
-
 def run_worker(options, phase, worker, workers):
     records = load_records(options.records)
     have = {r["key"] for r in records}
@@ -491,8 +351,6 @@ def main(argv=None):
         passthrough = _drop_option(passthrough, "--phases")
         for phase in options.phases:
             run_phase(options, phase, passthrough)
-    from experiments import report
-
     report.write(load_records(options.records), options, argv)
 
 

@@ -8,6 +8,11 @@ and reads each sample's prediction from the slots listed in `readout` (averaged
 when a sample owns several). Every inference protocol is a choice of `sources`
 and `readout`; the common cases skip the gathers and use reshapes only.
 
+`layout` is the one place that decides, per mode (`"training"`, `"group"`,
+`"replicate"`, `"contextual"`), which of the three layouts a call uses;
+`Aggregate` and `Deaggregate` both follow it, and `grouped_batch` gives the
+number of groups it makes, so their static output shapes agree with `call`.
+
 Batch sizes are Python ints when the backend knows them while tracing (JAX,
 PyTorch, TensorFlow with a fixed signature) and scalar tensors otherwise, so
 the arithmetic below sticks to operators that both support.
@@ -15,6 +20,56 @@ the arithmetic below sticks to operators that both support.
 
 from keras import ops
 from keras import random
+
+
+# The three layouts. TILE: each sample fills all n slots of its own group, and
+# owns them all (replicate inference). CONSECUTIVE: groups of n consecutive
+# samples, a last partial group completed cyclically; sample i owns slot i.
+# GATHER: slots filled by an explicit, usually random, `sources` gather; only
+# the `readout` that goes with it tells which slots a sample owns.
+TILE, CONSECUTIVE, GATHER = "tile", "consecutive", "gather"
+
+
+def mode_of(training, inference):
+    """The mode of a call: `"training"`, or the inference protocol."""
+    return "training" if training else inference
+
+
+def layout(mode, permutes_in_training=False):
+    """The layout a call in `mode` uses (see TILE, CONSECUTIVE, GATHER).
+
+    `permutes_in_training` is True for an `Aggregate` that permutes or repeats
+    training samples (shuffle, input repetition, batch repetition).
+    """
+    if mode == "replicate":
+        return TILE
+    if mode == "contextual" or (mode == "training" and permutes_in_training):
+        return GATHER
+    return CONSECUTIVE
+
+
+def repeated_count(batch, repetition):
+    """How many of `batch` samples fill all n slots of a group of their own."""
+    if isinstance(batch, int):
+        return int(repetition * batch + 0.5)
+    return ops.cast(ops.floor(repetition * ops.cast(batch, "float32") + 0.5), "int32")
+
+
+def grouped_batch(batch, n, mode, repetition=0.0, batch_repetition=1, draws=1):
+    """The number of groups (rows) `Aggregate` makes of `batch` samples in `mode`.
+
+    Returns None when `batch` is None (not known statically).
+    """
+    if batch is None:
+        return None
+    if mode == "replicate":
+        return batch
+    if mode == "contextual":
+        return draws * batch
+    if mode != "training":
+        return num_groups(batch, n)
+    repeated = repeated_count(batch, repetition)
+    return batch_repetition * (num_groups(batch - repeated, n) + repeated)
 
 
 def batch_size(x):

@@ -2,11 +2,16 @@
 
 Every check raises with a message that names the argument, the value received
 and what is allowed, so a typo never turns into a shape error deep inside a
-backend.
+backend. One rule for the exception type: a value of the wrong type (a float
+where an integer is needed, a bool where a number is) is a TypeError, a value
+of the right type that is out of range or not among the choices a
+ValueError.
 """
 
 import math
 import numbers
+
+import keras
 
 INFERENCE_MODES = ("group", "replicate", "contextual")
 OBJECTIVES = ("slots", "mean")
@@ -14,17 +19,7 @@ OBJECTIVES = ("slots", "mean")
 
 def check_n(n):
     """Returns `n` as an int, or raises if it is not an integer >= 1."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(
-            "Argument `n` (the aggregation factor) must be an integer >= 1, "
-            f"got {n!r} of type {type(n).__name__}."
-        )
-    if n < 1:
-        raise ValueError(
-            "Argument `n` (the aggregation factor) must be an integer >= 1, "
-            f"got n={n}."
-        )
-    return int(n)
+    return _integer("n", n, "the aggregation factor")
 
 
 def check_width(width):
@@ -43,65 +38,99 @@ def check_width(width):
     return width
 
 
-def check_inference(inference, allowed=INFERENCE_MODES):
-    if inference not in allowed:
+def check_choice(name, value, choices):
+    """Returns `value`, or raises a ValueError if it is not one of `choices`."""
+    if value not in choices:
         raise ValueError(
-            f"Argument `inference` must be one of {', '.join(map(repr, allowed))}, "
-            f"got inference={inference!r}."
+            f"Argument `{name}` must be one of {', '.join(map(repr, choices))}, "
+            f"got {name}={value!r}."
         )
-    return inference
+    return value
+
+
+def check_inference(inference):
+    return check_choice("inference", inference, INFERENCE_MODES)
 
 
 def check_objective(objective):
-    if objective not in OBJECTIVES:
-        raise ValueError(
-            f"Argument `objective` must be one of {', '.join(map(repr, OBJECTIVES))}, "
-            f"got objective={objective!r}."
-        )
-    return objective
+    return check_choice("objective", objective, OBJECTIVES)
 
 
 def check_draws(draws):
-    if isinstance(draws, bool) or not isinstance(draws, numbers.Integral) or draws < 1:
-        raise ValueError(
-            "Argument `draws` (the number of random companion sets averaged in "
-            f"contextual inference) must be an integer >= 1, got {draws!r}."
-        )
-    return int(draws)
+    return _integer(
+        "draws",
+        draws,
+        "the number of random companion sets averaged in contextual inference",
+    )
 
 
-def check_batch_repetition(batch_repetition):
-    """Returns `batch_repetition` as an int, or raises if it is not an integer >= 1."""
-    if (
-        isinstance(batch_repetition, bool)
-        or not isinstance(batch_repetition, numbers.Integral)
-        or batch_repetition < 1
-    ):
+def check_batch_repetition(batch_repetition, n=None):
+    """Returns `batch_repetition` as an int >= 1, which must be 1 when n=1."""
+    batch_repetition = _integer(
+        "batch_repetition",
+        batch_repetition,
+        "how many times each training batch is grouped, with independent "
+        "permutations",
+    )
+    if n == 1 and batch_repetition > 1:
         raise ValueError(
-            "Argument `batch_repetition` (how many times each training batch is "
-            "grouped, with independent permutations) must be an integer >= 1, "
-            f"got {batch_repetition!r}."
+            "Argument `batch_repetition` must be 1 when n=1: with one sample "
+            "per group every grouping is the same, so repeating the batch "
+            f"only repeats the gradient; got batch_repetition={batch_repetition}."
         )
-    return int(batch_repetition)
+    return batch_repetition
+
+
+def check_classes(classes):
+    return _integer("classes", classes, "the number of classes of the new head")
 
 
 def check_repetition(repetition):
-    if (
-        isinstance(repetition, bool)
-        or not isinstance(repetition, numbers.Real)
-        or not 0.0 <= float(repetition) < 1.0
-    ):
-        raise ValueError(
-            "Argument `repetition` (the share of training samples shown in all n "
-            f"slots of their group) must be a number in [0, 1), got {repetition!r}."
+    description = (
+        "Argument `repetition` (the share of training samples shown in all n "
+        "slots of their group) must be a number in [0, 1)"
+    )
+    if isinstance(repetition, bool) or not isinstance(repetition, numbers.Real):
+        raise TypeError(
+            f"{description}, got {repetition!r} of type {type(repetition).__name__}."
         )
+    if not 0.0 <= float(repetition) < 1.0:
+        raise ValueError(f"{description}, got repetition={repetition!r}.")
     return float(repetition)
+
+
+def check_model(model):
+    """Raises a TypeError unless `model` is a `keras.Model`."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a keras.Model (Functional, Sequential or "
+            f"subclassed), got {type(model).__name__}."
+        )
+    return model
+
+
+def _integer(name, value, meaning, minimum=1):
+    """`value` as an int: TypeError for a non-integer, ValueError below `minimum`."""
+    description = (
+        f"Argument `{name}` ({meaning}) must be an integer >= {minimum}"
+    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{description}, got {value!r} of type {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{description}, got {name}={value}.")
+    return int(value)
+
+
+def check_axis_type(axis, name="axis"):
+    """Returns `axis` as an int, or raises a TypeError if it is not an integer."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"Argument `{name}` must be an integer, got {axis!r}.")
+    return int(axis)
 
 
 def check_axis(axis, rank, name="axis"):
     """Returns the positive feature axis for a tensor of `rank`, never the batch axis."""
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"Argument `{name}` must be an integer, got {axis!r}.")
+    check_axis_type(axis, name)
     if rank < 2:
         raise ValueError(
             f"Aggregation needs inputs of rank >= 2 (batch, features...), got "

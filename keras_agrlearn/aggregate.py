@@ -1,11 +1,11 @@
 """The `Aggregate` layer: n samples in, one aggregated input out."""
 
-import sys
 import warnings
 
 import keras
 from keras import ops
 
+from keras_agrlearn import _data_parallel
 from keras_agrlearn import _grouping
 from keras_agrlearn import _validation
 
@@ -61,14 +61,17 @@ class Aggregate(keras.layers.Layer):
         return_readout: bool. If `True`, also return the `(B, R)` int32
             positions of each sample's slots among the `G * n` slots, which
             `Deaggregate(...)(y, readout=readout)` uses to return each sample's
-            prediction in its own row. Needed with `shuffle`, `repetition` and
-            contextual inference; optional otherwise.
+            prediction in its own row. Required whenever the call draws its
+            groups at random (`shuffle`, `repetition`, `batch_repetition > 1`
+            in training; contextual inference): without it the layer raises,
+            since no one could tell which row belongs to which sample.
 
     Returns:
         The aggregated tensor, or `(aggregated, readout)`.
 
     Raises:
-        ValueError, TypeError: for an invalid argument, or an input of rank < 2.
+        ValueError, TypeError: for an invalid argument, an input of rank < 2,
+            or a random layout called without `return_readout=True`.
 
     Example:
 
@@ -94,80 +97,35 @@ class Aggregate(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.n = _validation.check_n(n)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"Argument `axis` must be an integer, got {axis!r}.")
-        self.axis = axis
+        self.axis = _validation.check_axis_type(axis)
         self.inference = _validation.check_inference(inference)
         self.shuffle = bool(shuffle)
         self.repetition = _validation.check_repetition(repetition)
-        self.batch_repetition = _validation.check_batch_repetition(batch_repetition)
-        if self.n == 1 and self.batch_repetition > 1:
-            raise ValueError(
-                "Argument `batch_repetition` must be 1 when n=1: with one sample "
-                "per group every grouping is the same, so repeating the batch "
-                f"only repeats the gradient; got batch_repetition={batch_repetition}."
-            )
+        self.batch_repetition = _validation.check_batch_repetition(
+            batch_repetition, self.n
+        )
         self.draws = _validation.check_draws(draws)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
-        # The tf.distribute warning is given once per layer (see call).
-        self._warned_replica_split = False
+        # The data-parallel warning is given once per layer, not once per trace.
+        self._warned_split = False
+
+    @property
+    def permutes_in_training(self):
+        """Whether training groups are drawn at random (a GATHER layout)."""
+        return self.shuffle or self.repetition > 0 or self.batch_repetition > 1
 
     @property
     def needs_readout(self):
-        """Whether `Deaggregate` needs this layer's readout to align rows."""
-        return (
-            self.shuffle
-            or self.repetition > 0
-            or self.batch_repetition > 1
-            or self.inference == "contextual"
-        )
+        """Whether `Deaggregate` needs this layer's readout in some mode."""
+        return self.permutes_in_training or self.inference == "contextual"
+
+    def _layout(self, mode):
+        return _grouping.layout(mode, self.permutes_in_training)
 
     def build(self, input_shape):
         _validation.check_axis(self.axis, len(input_shape))
-
-    def _plan(self, batch, training):
-        """The slot sources and readout of the layouts that need a gather.
-
-        Outside training only contextual inference gets here: group and
-        replicate inference are plain reshapes and tiles in `call`.
-        """
-        if not training:
-            return _grouping.contextual_plan(
-                batch, self.n, self.draws, self.seed_generator
-            )
-        if self.batch_repetition == 1:
-            return self._grouping_plan(batch, self.shuffle)
-        # Each repetition is an independent permutation; its slots follow
-        # those of the previous ones, so its readout is offset by their count.
-        sources, readouts, offset = [], [], 0
-        for _ in range(self.batch_repetition):
-            plan_sources, plan_readout = self._grouping_plan(batch, shuffle=True)
-            sources.append(plan_sources)
-            readouts.append(plan_readout + offset)
-            offset = offset + _grouping.batch_size(plan_sources)
-        return (
-            ops.concatenate(sources, axis=0),
-            ops.concatenate(readouts, axis=1),
-        )
-
-    def _grouping_plan(self, batch, shuffle):
-        """One grouping of a training batch: with input repetition, or groups."""
-        if self.repetition > 0:
-            if isinstance(batch, int):
-                repeated = int(self.repetition * batch + 0.5)
-            else:
-                repeated = ops.cast(
-                    ops.floor(self.repetition * ops.cast(batch, "float32") + 0.5),
-                    "int32",
-                )
-            return _grouping.repetition_plan(
-                batch, self.n, repeated, self.seed_generator
-            )
-        return _grouping.group_plan(
-            batch, self.n, self.seed_generator if shuffle else None
-        )
 
     def call(self, inputs, training=None, return_readout=False):
         axis = _validation.check_axis(self.axis, len(inputs.shape))
@@ -177,104 +135,110 @@ class Aggregate(keras.layers.Layer):
                 "Aggregate received an empty batch (0 samples); it needs at "
                 "least one sample per batch."
             )
-        training = bool(training)
-        if training or self.inference == "group":
-            # Replicate and contextual inference read every sample on its own.
-            self._check_device_split(batch)
-        simple = not (
-            training
-            and (self.shuffle or self.repetition > 0 or self.batch_repetition > 1)
-        )
-        if simple and self.inference == "replicate" and not training:
+        mode = _grouping.mode_of(training, self.inference)
+        layout = self._layout(mode)
+        self._check_readout_requested(layout, return_readout)
+        if layout != _grouping.TILE:
+            # Replicate inference reads every sample on its own.
+            self._warn_split(batch)
+        readout = None
+        if layout == _grouping.TILE:
             # Tiling along the feature axis is the replicate layout in one copy.
             reps = [1] * len(inputs.shape)
             reps[axis] = self.n
             outputs = ops.tile(inputs, reps)
-            if return_readout:
-                return outputs, self._default_readout(batch, training)
-            return outputs
-        if simple and (training or self.inference == "group"):
-            readout = None
+        elif layout == _grouping.CONSECUTIVE:
             if isinstance(batch, int) and batch % self.n == 0:
                 slots = inputs
             else:
                 sources, _ = _grouping.group_plan(batch, self.n)
                 slots = ops.take(inputs, sources, axis=0)
+            outputs = _grouping.slots_to_groups(slots, self.n, axis)
         else:
-            sources, readout = self._plan(batch, training)
+            sources, readout = self._gather_plan(batch, mode)
             slots = ops.take(inputs, sources, axis=0)
-        outputs = _grouping.slots_to_groups(slots, self.n, axis)
+            outputs = _grouping.slots_to_groups(slots, self.n, axis)
         if not return_readout:
             return outputs
         if readout is None:
-            readout = self._default_readout(batch, training)
+            readout = self._own_rows_readout(batch, layout)
         return outputs, readout
 
-    def _check_device_split(self, batch):
-        """Warns when a data-parallel batch splits groups across devices.
-
-        Under `keras.distribution.DataParallel` the layer sees the global batch,
-        which is then sharded: unless it is a multiple of `n * devices`, groups
-        span devices and training differs from one device. Under a
-        `tf.distribute` strategy it sees one replica's share instead
-        (`_check_replica_split`).
-        """
-        replicas = _tensorflow_replicas()
-        if replicas > 1:
-            self._check_replica_split(batch, replicas)
-            return
-        distribution = keras.distribution.distribution()
-        if distribution is None or not isinstance(batch, int):
-            return
-        mesh = distribution.device_mesh
-        batch_axis = getattr(distribution, "batch_dim_name", None)
-        if batch_axis not in mesh.axis_names:
-            return
-        devices = mesh.shape[mesh.axis_names.index(batch_axis)]
-        if devices > 1 and batch % (self.n * devices):
-            warnings.warn(
-                f"Aggregate(n={self.n}): the per-device batch is not a multiple "
-                f"of n (global batch {batch} on {devices} devices), so groups "
-                "span devices. Use a global batch size that is a multiple of "
-                f"n * devices = {self.n * devices}.",
-                stacklevel=2,
+    def _gather_plan(self, batch, mode):
+        """The slot `sources` and `readout` of a GATHER layout."""
+        if mode == "contextual":
+            return _grouping.contextual_plan(
+                batch, self.n, self.draws, self.seed_generator
             )
-
-    def _check_replica_split(self, batch, replicas):
-        """Warns, once per layer, when tf.distribute replicas break groups.
-
-        Under a `tf.distribute` strategy each replica runs this layer on its
-        own share of the global batch. A share that is not a multiple of `n`
-        is completed cyclically within the replica, so training differs from
-        one device. The share is usually unknown while the step is traced
-        (the last batch of an epoch may be smaller), so then the warning
-        states the rule instead of a detected break.
-        """
-        if self._warned_replica_split:
-            return
-        rule = (
-            f"Use a global batch size that is a multiple of n * replicas = "
-            f"{self.n * replicas}."
+        if self.batch_repetition == 1:
+            return self._training_grouping(batch, self.shuffle)
+        # Each repetition is an independent permutation; its slots follow
+        # those of the previous ones, so its readout is offset by their count.
+        sources, readouts, offset = [], [], 0
+        for _ in range(self.batch_repetition):
+            plan_sources, plan_readout = self._training_grouping(batch, shuffle=True)
+            sources.append(plan_sources)
+            readouts.append(plan_readout + offset)
+            offset = offset + _grouping.batch_size(plan_sources)
+        return (
+            ops.concatenate(sources, axis=0),
+            ops.concatenate(readouts, axis=1),
         )
-        if isinstance(batch, int):
-            if batch % self.n == 0:
-                return
-            message = (
-                f"Aggregate(n={self.n}): the per-device batch is not a multiple "
-                f"of n ({batch} samples on each of {replicas} replicas), so "
-                f"groups are completed within each device and training "
-                f"differs from one device. {rule}"
+
+    def _training_grouping(self, batch, shuffle):
+        """One grouping of a training batch: with input repetition, or groups."""
+        if self.repetition > 0:
+            return _grouping.repetition_plan(
+                batch,
+                self.n,
+                _grouping.repeated_count(batch, self.repetition),
+                self.seed_generator,
             )
-        else:
-            message = (
-                f"Aggregate(n={self.n}) runs on {replicas} tf.distribute "
-                "replicas, which each group their own share of the batch; the "
-                "per-device batch is not known when the step is traced, so it "
-                "cannot be checked. Training matches one device only when the "
-                f"per-device batch is a multiple of n. {rule}"
+        return _grouping.group_plan(
+            batch, self.n, self.seed_generator if shuffle else None
+        )
+
+    def _own_rows_readout(self, batch, layout):
+        """The readout of the layouts where the slots alone say who owns what."""
+        if layout == _grouping.TILE:
+            return _grouping.replicate_readout(batch, self.n)
+        return ops.expand_dims(ops.arange(batch, dtype="int32"), 1)
+
+    def _check_readout_requested(self, layout, return_readout):
+        """Refuses a random layout whose readout would be lost.
+
+        Only the readout tells which slots hold which sample in a GATHER
+        layout; without it `Deaggregate` could return misaligned rows.
+        """
+        if layout == _grouping.GATHER and not return_readout:
+            raise ValueError(
+                f"{self._describe()} draws its groups at random (shuffle, "
+                "repetition, batch_repetition > 1 or contextual inference), so "
+                "only its readout tells which rows belong to which sample: call "
+                "it with `return_readout=True` and pass the readout to "
+                "`Deaggregate(...)(y, readout=readout)`."
             )
-        self._warned_replica_split = True
-        warnings.warn(message, stacklevel=3)
+
+    def _describe(self):
+        options = [f"n={self.n}"]
+        if self.inference != "group":
+            options.append(f"inference={self.inference!r}")
+        if self.shuffle:
+            options.append("shuffle=True")
+        if self.repetition > 0:
+            options.append(f"repetition={self.repetition}")
+        if self.batch_repetition > 1:
+            options.append(f"batch_repetition={self.batch_repetition}")
+        return f"Aggregate({', '.join(options)})"
+
+    def _warn_split(self, batch):
+        if self._warned_split:
+            return
+        message = _data_parallel.split_warning(batch, self.n)
+        if message is not None:
+            self._warned_split = True
+            # stacklevel 3: the caller of the layer, past Layer.__call__.
+            warnings.warn(message, stacklevel=3)
 
     def save_own_variables(self, store):
         # Keras leaves SeedGenerator states out of weights files; without this,
@@ -287,27 +251,77 @@ class Aggregate(keras.layers.Layer):
         if "seed_generator_state" in store:
             self.seed_generator.state.assign(store["seed_generator_state"])
 
-    def _default_readout(self, batch, training):
-        if not training and self.inference == "replicate":
-            return _grouping.replicate_readout(batch, self.n)
-        return ops.expand_dims(ops.arange(batch, dtype="int32"), 1)
+    def _grouped_batch(self, batch, mode):
+        return _grouping.grouped_batch(
+            batch,
+            self.n,
+            mode,
+            repetition=self.repetition,
+            batch_repetition=self.batch_repetition,
+            draws=self.draws,
+        )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, training=None):
+        """The output shape; its batch is known where the mode fixes it.
+
+        Without `training` (a symbolic call in a Functional model) the batch
+        is known only when training and inference make the same number of
+        groups.
+        """
         axis = _validation.check_axis(self.axis, len(input_shape))
         shape = list(input_shape)
-        # The number of groups depends on the batch and on training/inference.
-        shape[0] = None
+        if training is None:
+            batches = {
+                self._grouped_batch(shape[0], mode)
+                for mode in ("training", self.inference)
+            }
+            shape[0] = batches.pop() if len(batches) == 1 else None
+        else:
+            shape[0] = self._grouped_batch(
+                shape[0], _grouping.mode_of(training, self.inference)
+            )
         if shape[axis] is not None:
             shape[axis] *= self.n
         return tuple(shape)
 
+    def __call__(self, inputs, training=None, return_readout=False, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):
+            # A symbolic call builds a graph for training and inference alike:
+            # it must ask for the readout if either mode draws at random.
+            modes = (
+                ("training", self.inference) if training is None
+                else (_grouping.mode_of(training, self.inference),)
+            )
+            for mode in modes:
+                self._check_readout_requested(self._layout(mode), return_readout)
+        return super().__call__(
+            inputs, training=training, return_readout=return_readout, **kwargs
+        )
+
     def compute_output_spec(self, inputs, training=None, return_readout=False):
         outputs = keras.KerasTensor(
-            self.compute_output_shape(inputs.shape), dtype=inputs.dtype
+            self.compute_output_shape(inputs.shape, training), dtype=inputs.dtype
         )
         if not return_readout:
             return outputs
-        return outputs, keras.KerasTensor((inputs.shape[0], None), dtype="int32")
+        readout = keras.KerasTensor(
+            (inputs.shape[0], self._readout_width(training)), dtype="int32"
+        )
+        return outputs, readout
+
+    def _readout_width(self, training):
+        """How many slots each sample owns, when the mode fixes it."""
+        modes = ("training", self.inference) if training is None else (
+            _grouping.mode_of(training, self.inference),
+        )
+        widths = set()
+        for mode in modes:
+            if mode == "training":
+                owned = self.n if self.repetition > 0 else 1
+                widths.add(owned * self.batch_repetition)
+            else:
+                widths.add({"replicate": self.n, "contextual": self.draws}.get(mode, 1))
+        return widths.pop() if len(widths) == 1 else None
 
     def get_config(self):
         config = super().get_config()
@@ -324,18 +338,3 @@ class Aggregate(keras.layers.Layer):
             }
         )
         return config
-
-
-def _tensorflow_replicas():
-    """Replicas in sync when a `tf.distribute` strategy runs this call, else 1.
-
-    TensorFlow is already loaded whenever it is the Keras backend; the library
-    never imports it itself.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    tf = sys.modules.get("tensorflow")
-    if tf is None or not tf.distribute.has_strategy():
-        return 1
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else context.num_replicas_in_sync

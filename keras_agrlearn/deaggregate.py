@@ -21,7 +21,11 @@ class Deaggregate(keras.layers.Layer):
     - Called as `Deaggregate(n)(y, readout=readout)` with the readout returned
       by `Aggregate(..., return_readout=True)`, row i is the mean of the slots
       that sample i owns: this undoes a training-time permutation and averages
-      repeated or contextual placements.
+      repeated or contextual placements. An `Aggregate` that draws its groups
+      at random (`shuffle`, `repetition`, `batch_repetition > 1`, contextual
+      inference) refuses to run without `return_readout=True`, so its rows
+      cannot come back misaligned. Pass either `reference` or `readout`, not
+      both.
 
     In `"replicate"` inference (outside training) each sample owns all n slots
     of its group, and the layer returns their **mean**. It averages what it
@@ -42,10 +46,10 @@ class Deaggregate(keras.layers.Layer):
 
     Args:
         n: int >= 1, the group size used by the matching `Aggregate`.
+        axis: int, the axis holding the n*K grouped values. Defaults to `-1`.
         inference: `"group"`, `"replicate"` or `"contextual"`, as in the matching
             `Aggregate`. Contextual inference needs the `readout`. Defaults to
             `"group"`.
-        axis: int, the axis holding the n*K grouped values. Defaults to `-1`.
         objective: `"mean"` or `"slots"`, the training output of a sample that
             owns several slots (see above). Defaults to `"mean"`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
@@ -60,8 +64,9 @@ class Deaggregate(keras.layers.Layer):
         Per-sample outputs `(rows, ..., K)`.
 
     Raises:
-        ValueError: for an invalid argument, or when the grouped axis is not a
-            multiple of `n`.
+        ValueError, TypeError: for an invalid argument, both `reference` and
+            `readout`, a contextual layout without `readout`, or a grouped
+            axis that is not a multiple of `n`.
 
     Example:
 
@@ -73,13 +78,11 @@ class Deaggregate(keras.layers.Layer):
     [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]]
     """
 
-    def __init__(self, n, inference="group", axis=-1, objective="mean", **kwargs):
+    def __init__(self, n, axis=-1, inference="group", objective="mean", **kwargs):
         super().__init__(**kwargs)
         self.n = _validation.check_n(n)
+        self.axis = _validation.check_axis_type(axis)
         self.inference = _validation.check_inference(inference)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"Argument `axis` must be an integer, got {axis!r}.")
-        self.axis = axis
         self.objective = _validation.check_objective(objective)
         self.supports_masking = False
 
@@ -92,15 +95,30 @@ class Deaggregate(keras.layers.Layer):
                 f"a multiple of n, got shape {tuple(inputs_shape)}."
             )
 
-    def call(self, inputs, reference=None, readout=None, training=None):
-        axis = _validation.check_axis(self.axis, len(inputs.shape))
-        replicate = self.inference == "replicate" and not training
-        if readout is None and self.inference == "contextual" and not training:
+    def _layout(self, training, reference, readout):
+        """The layout to undo; raises for contradictory or missing arguments."""
+        if reference is not None and readout is not None:
             raise ValueError(
-                "Deaggregate(inference='contextual') needs the `readout` "
+                "Deaggregate takes either `reference` (the tensor that entered "
+                "Aggregate) or `readout` (from Aggregate(..., "
+                "return_readout=True)), not both: the readout alone says which "
+                "rows to return."
+            )
+        if readout is not None:
+            return _grouping.GATHER
+        mode = _grouping.mode_of(training, self.inference)
+        layout = _grouping.layout(mode)
+        if layout == _grouping.GATHER:
+            raise ValueError(
+                f"Deaggregate(inference={self.inference!r}) needs the `readout` "
                 "returned by Aggregate(..., return_readout=True)."
             )
-        if readout is None and replicate:
+        return layout
+
+    def call(self, inputs, reference=None, readout=None, training=None):
+        axis = _validation.check_axis(self.axis, len(inputs.shape))
+        layout = self._layout(training, reference, readout)
+        if layout == _grouping.TILE:
             shape = list(ops.shape(inputs))
             k = shape[axis] // self.n
             grouped = ops.reshape(
@@ -108,7 +126,7 @@ class Deaggregate(keras.layers.Layer):
             )
             return ops.mean(grouped, axis=axis)
         slots = _grouping.groups_to_slots(inputs, self.n, axis)
-        if readout is not None:
+        if layout == _grouping.GATHER:
             owned = ops.take(slots, readout, axis=0)
             if readout.shape[1] == 1:
                 return ops.squeeze(owned, 1)
@@ -119,7 +137,14 @@ class Deaggregate(keras.layers.Layer):
             return slots[: _grouping.batch_size(reference)]
         return slots
 
-    def compute_output_shape(self, inputs_shape, reference_shape=None, readout_shape=None):
+    def compute_output_shape(
+        self, inputs_shape, reference_shape=None, readout_shape=None, training=None
+    ):
+        """The output shape; its batch is known where the mode fixes it.
+
+        Without `training`, the rows are known only when training and
+        inference agree on them.
+        """
         axis = _validation.check_axis(self.axis, len(inputs_shape))
         shape = list(inputs_shape)
         if shape[axis] is not None:
@@ -128,19 +153,45 @@ class Deaggregate(keras.layers.Layer):
             shape[0] = reference_shape[0]
         elif readout_shape is not None:
             shape[0] = readout_shape[0]
-        elif shape[0] is not None and not self.inference == "replicate":
-            shape[0] *= self.n
         else:
-            shape[0] = None
+            modes = (
+                ("training", self.inference) if training is None
+                else (_grouping.mode_of(training, self.inference),)
+            )
+            rows = {self._rows(shape[0], mode) for mode in modes}
+            shape[0] = rows.pop() if len(rows) == 1 else None
         return tuple(shape)
+
+    def _rows(self, groups, mode):
+        """The rows returned for `groups` groups without reference or readout."""
+        if groups is None:
+            return None
+        layout = _grouping.layout(mode)
+        if layout == _grouping.TILE:
+            return groups
+        if layout == _grouping.GATHER:
+            return None
+        return groups * self.n
+
+    def compute_output_spec(self, inputs, reference=None, readout=None, training=None):
+        self._layout(training, reference, readout)
+        return keras.KerasTensor(
+            self.compute_output_shape(
+                inputs.shape,
+                None if reference is None else reference.shape,
+                None if readout is None else readout.shape,
+                training=training,
+            ),
+            dtype=inputs.dtype,
+        )
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "n": self.n,
-                "inference": self.inference,
                 "axis": self.axis,
+                "inference": self.inference,
                 "objective": self.objective,
             }
         )

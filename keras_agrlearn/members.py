@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from keras_agrlearn import _grouping
-from keras_agrlearn import _rebuild
+from keras_agrlearn import _keras_internals
+from keras_agrlearn import _validation
 from keras_agrlearn import _validation
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
@@ -75,7 +76,7 @@ def members(model):
             "Deaggregate layers; members() needs a model built by "
             "keras_agrlearn.wrap (or by hand from Aggregate and Deaggregate)."
         )
-    if not _rebuild.is_functional(model):
+    if not _keras_internals.is_functional(model):
         raise ValueError(
             f"Argument `model`: model '{model.name}' ({type(model).__name__}) "
             "is a subclassed model; members() rebuilds the layer graph of "
@@ -110,10 +111,7 @@ def agrlearn_n(model):
         TypeError: if `model` is not a `keras.Model`.
         ValueError: if the layers are only in a nested model, or disagree on n.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Argument `model` must be a keras.Model, got {type(model).__name__}."
-        )
+    _validation.check_model(model)
     found = [
         layer for layer in model.layers if isinstance(layer, (Aggregate, Deaggregate))
     ]

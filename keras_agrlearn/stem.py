@@ -1,49 +1,59 @@
 """The stem strategy of `wrap`: keep a backbone's body, aggregate in front of it.
 
-Subclassed models cannot be rebuilt layer by layer, and rebuilding a
-pretrained backbone would throw its weights away. Both are wrapped as
+Subclassed models whose `call` cannot be traced cannot be rebuilt layer by
+layer, and rebuilding a pretrained backbone would throw its weights away.
+Both are wrapped as
 
-    inputs (B, ..., C) -> Aggregate -> (G, ..., n*C) -> stem Dense(C)
+    inputs (B, ..., C) -> Aggregate -> (G, ..., n*C) -> stem projection to C
         -> backbone body (shared layers) -> new head (n*K) -> Deaggregate
 
-so the body sees inputs with the channel count it was built for.
+so the body sees inputs with the channel count it was built for. Channels
+are the last axis, or axis 1 for channels-first data.
 """
+
+import numpy as np
 
 import keras
 
-from keras_agrlearn import _rebuild
+from keras_agrlearn import _graph
+from keras_agrlearn import _head
+from keras_agrlearn import _keras_internals
+from keras_agrlearn import _validation
+from keras_agrlearn import _walker
 from keras_agrlearn.model import AgrLearnModel
 
 STEM_NAME = "agrlearn_stem"
+DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def stem_model(
-    model, aggregate, inference, head=None, classes=None, name=None, objective="mean"
+    model, aggregation, head=None, classes=None, name=None, data_format=None,
+    untraced=None,
 ):
     """Builds the stem-strategy AgrLearn model around `model` (see `wrap`).
 
     Args:
         model: a built `keras.Model`, Functional, Sequential or subclassed,
-            with one float input whose last axis holds the channels.
-        aggregate: the `Aggregate` layer to use.
-        inference: the inference protocol of `aggregate`.
+            with one float input.
+        aggregation: the `_walker.Aggregation` to use.
         head: str or None, the head layer of a Functional model; its input
             is the penultimate feature map. Defaults to the last `Dense` or
             `Conv` layer on the way to the output.
         classes: int or None, the class count of a new head on a backbone
             without one (a subclassed model). Defaults to None.
         name: str or None, the new model's name.
-        objective: `"mean"` or `"slots"`, the training objective (see `wrap`).
+        data_format: `"channels_last"`, `"channels_first"` or None, where the
+            input's channels are. None means the last axis for inputs of rank
+            2 and `keras.config.image_data_format()` otherwise.
 
     Returns:
-        A new, uncompiled `keras.Model` taking and returning per-sample tensors.
+        A new, uncompiled `AgrLearnModel` taking and returning per-sample tensors.
 
     Raises:
-        ValueError: for a model that is not built, has several inputs or
-            integer inputs, or lacks `classes` where it is needed.
+        ValueError, TypeError: for a model that is not built, has several
+            inputs or integer inputs, or lacks `classes` where it is needed.
     """
-    n = aggregate.n
-    shape, dtype = _input_spec(model)
+    shape, dtype = _graph.input_spec(model)
     if not keras.backend.is_float_dtype(dtype):
         raise ValueError(
             f"The stem strategy aggregates the raw inputs, but model "
@@ -51,95 +61,121 @@ def stem_model(
             "aggregated before their embedding. Use strategy='rebuild' with a "
             "Functional model, which aggregates after the `Embedding`."
         )
-    inputs = keras.Input(batch_shape=shape, dtype=dtype, name=f"{model.name}_input")
-    builder = _rebuild.Rebuilder(
-        aggregate, n, 1.0, inference, [], None, reuse=True, objective=objective
-    )
-    projected = _project(builder.start_aggregation(inputs), shape[-1], n)
-    if _rebuild.is_functional(model):
+    axis = channel_axis(len(shape), data_format)
+    functional = _keras_internals.is_functional(model)
+    if functional:
         if classes is not None:
             raise ValueError(
                 "Argument `classes` is for backbones without a classification "
                 f"head; model '{model.name}' has one, whose class count is kept."
             )
-        graph = _rebuild.functional_of(model)
+        graph = _graph.functional_of(model)
         if len(graph.outputs) != 1:
             raise ValueError(
                 "The stem strategy supports models with one output; model "
                 f"'{model.name}' has {len(graph.outputs)}. Use strategy='rebuild'."
             )
-        builder.heads = {id(layer): layer for layer in _rebuild.find_heads(graph, head)}
-        builder.tag(projected, _rebuild.AGGREGATED)
-        outputs = builder.run(graph, [projected])
+        heads = _head.find_heads(graph, head)
     else:
         if head is not None:
             raise ValueError(
                 "Argument `head` names a layer of a Functional model; a "
                 f"subclassed model ('{model.name}') has no layer graph to search."
             )
-        outputs = _new_head(model(projected), builder, classes, model.name)
-    return AgrLearnModel(inputs, outputs, name=name or f"agrlearn_{model.name}")
-
-
-def _input_spec(model):
-    if _rebuild.is_functional(model):
-        graph = _rebuild.functional_of(model)
-        if len(graph.inputs) != 1:
+        if classes is None:
+            why = f" ({untraced})" if untraced else ""
             raise ValueError(
-                "The stem strategy supports models with one input; model "
-                f"'{model.name}' has {len(graph.inputs)}. Use strategy='rebuild'."
+                f"Model '{model.name}' is a subclassed model in which wrap() "
+                f"cannot find a classification layer{why}, so its output is "
+                "taken as the features of a new head. Pass `classes=` (the "
+                "number of classes), and build the model without its own "
+                "classification layer."
             )
-        return graph.inputs[0].shape, graph.inputs[0].dtype
-    shapes = getattr(model, "_build_shapes_dict", None)
-    if not model.built or not shapes or len(shapes) != 1:
-        raise ValueError(
-            f"Model '{model.name}' ({type(model).__name__}) is a subclassed model "
-            "that is not built with one input; call it on a batch or "
-            "`model.build(input_shape)` before wrap() (the stem strategy needs "
-            "its input shape)."
-        )
-    shape = tuple(next(iter(shapes.values())))
-    # A subclassed model does not record its input dtype; an Embedding inside
-    # tells that it takes token ids.
-    layers = model._flatten_layers(include_self=False, recursive=True)
-    if any(isinstance(layer, keras.layers.Embedding) for layer in layers):
-        return (None,) + shape[1:], "int32"
-    return (None,) + shape[1:], model.compute_dtype
+        classes = _validation.check_classes(classes)
+        heads = []
+    inputs = keras.Input(batch_shape=shape, dtype=dtype, name=f"{model.name}_input")
+    walker = StemWalker(aggregation, heads)
+    projected = walker.tag(
+        _project(walker.aggregate(inputs, axis), shape[axis], aggregation.n, axis),
+        _walker.AGGREGATED,
+    )
+    if functional:
+        outputs = walker.run(graph, [projected])
+    else:
+        outputs = _new_head(model(projected), aggregation, classes)
+    return AgrLearnModel(inputs, outputs, name=name)
 
 
-def _project(aggregated, channels, n):
-    """The learned `n*C -> C` projection, started as the mean of the n slots."""
+def channel_axis(rank, data_format=None):
+    """The channel axis of a rank-`rank` input in `data_format`: 1 or -1."""
+    if data_format is None:
+        data_format = "channels_last" if rank <= 2 else keras.config.image_data_format()
+    _validation.check_choice("data_format", data_format, DATA_FORMATS)
+    return 1 if data_format == "channels_first" and rank > 2 else -1
+
+
+class StemWalker(_walker.GraphWalker):
+    """Replays a graph on aggregated inputs, its layers kept as they are."""
+
+    # The stem projects the aggregated samples back to the body's channel
+    # count, so the body's preprocessing sees the layout it was built for.
+    preprocessing_after_aggregation = True
+
+    def layer_for(self, layer, args):
+        return layer
+
+    def head_overrides(self):
+        # The new head learns even when the kept body is frozen.
+        return {"trainable": True}
+
+
+def stem_kernel(channels, n):
+    """Stem projection that averages the n slots channel by channel.
+
+    With this start, a sample in all n slots (replicate inference) reaches the
+    backbone exactly as it did alone, so pretrained features stay meaningful.
+    """
+    return np.tile(np.eye(channels, dtype="float32") / n, (n, 1))
+
+
+def _project(aggregated, channels, n, axis):
+    """The learned `n*C -> C` projection, started as the mean of the n slots.
+
+    A `Dense` projects the last axis; channels-first data are projected by a
+    1x1 convolution in that format.
+    """
     if channels is None:
         raise ValueError(
-            "The stem strategy needs a known channel count (last input axis)."
+            f"The stem strategy needs a known channel count (input axis {axis})."
         )
-    projection = keras.layers.Dense(channels, use_bias=False, name=STEM_NAME)
+    rank = len(aggregated.shape)
+    kernel = stem_kernel(channels, n)
+    if axis == -1:
+        projection = keras.layers.Dense(channels, use_bias=False, name=STEM_NAME)
+    else:
+        convolutions = {3: keras.layers.Conv1D, 4: keras.layers.Conv2D, 5: keras.layers.Conv3D}
+        if rank not in convolutions:
+            raise ValueError(
+                "The stem strategy projects channels-first inputs of rank 3 to 5 "
+                f"(1D to 3D data), got rank {rank}."
+            )
+        projection = convolutions[rank](
+            channels, 1, use_bias=False, data_format="channels_first", name=STEM_NAME
+        )
+        kernel = kernel.reshape((1,) * (rank - 2) + kernel.shape)
     projected = projection(aggregated)
-    projection.kernel.assign(_rebuild.stem_kernel(channels, n))
+    projection.kernel.assign(kernel)
     return projected
 
 
-def _new_head(features, builder, classes, model_name):
-    if classes is None:
-        raise ValueError(
-            f"Model '{model_name}' is a subclassed model: wrap() cannot find its "
-            "classification layer, so its output is taken as the features of a "
-            "new head. Pass `classes=` (the number of classes), and build the "
-            "model without its own classification layer."
-        )
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"Argument `classes` must be an integer >= 1, got {classes!r}.")
+def _new_head(features, aggregation, classes):
     if len(features.shape) != 2:
         features = keras.layers.Flatten(name="agrlearn_features")(features)
-    head = keras.layers.Dense(builder.n * classes, name="agrlearn_head")
-    return _rebuild.regroup(
+    head = keras.layers.Dense(aggregation.n * classes, name="agrlearn_head")
+    return _head.regroup(
         head(features),
-        builder.n,
-        builder.inference,
-        builder.reference,
-        builder.readout,
+        aggregation,
         "softmax",
-        _rebuild.output_dtype(head),
+        _head.output_dtype(head),
         "agrlearn_head_activation",
-        objective=builder.objective,
     )

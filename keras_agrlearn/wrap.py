@@ -1,19 +1,27 @@
-"""`wrap`: turn a Keras classifier into an AgrLearn model."""
+"""`wrap`: turn a Keras classifier into an AgrLearn model.
+
+`wrap` validates its arguments, settles every default, chooses a strategy
+and hands over to it: `rebuild.py` replays a layer graph, widened;
+`stem.py` keeps a backbone's body and aggregates in front of it.
+"""
 
 import math
 
 import keras
 
-from keras_agrlearn import _rebuild
+from keras_agrlearn import _graph
+from keras_agrlearn import _head
+from keras_agrlearn import _keras_internals
 from keras_agrlearn import _validation
+from keras_agrlearn import _walker
+from keras_agrlearn import rebuild
 from keras_agrlearn import stem
-from keras_agrlearn._rebuild import scaled_width
-from keras_agrlearn.aggregate import Aggregate
-from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn.rebuild import scaled_width
 
 __all__ = ["scaled_width", "wrap"]
 
 STRATEGIES = ("rebuild", "stem")
+_KEPT = "requested; the backbone body and its weights are kept"
 # MIMO-style input repetition by default: it won in every recipe measured
 # with replicated inference (docs/RESULTS.md).
 DEFAULT_REPETITION = 0.5
@@ -39,6 +47,7 @@ def wrap(
     name=None,
     strategy=None,
     classes=None,
+    data_format=None,
     verbose=False,
 ):
     """Turns a Keras classifier into an Aggregated Learning model.
@@ -48,7 +57,8 @@ def wrap(
     works unchanged. Two strategies build it:
 
     `strategy="rebuild"` (Functional and Sequential models, nested models
-    included) replays the backbone layer by layer:
+    included, and subclassed models whose `call` can be traced on a symbolic
+    input) replays the backbone layer by layer:
 
     - `Aggregate` goes before the first layer that mixes channels; per-sample
       preprocessing (`Rescaling`, `Normalization`, `TextVectorization`,
@@ -73,11 +83,12 @@ def wrap(
     copied from the backbone, except that stateful preprocessing layers are
     shared with it as they are.
 
-    `strategy="stem"` (subclassed models, or pretrained backbones whose
-    weights must be kept) aggregates the raw inputs to `n * C` channels and
-    maps them back to the backbone's `C` channels with a learned projection
-    (`Dense`, started as the mean of the n slots, so a replicated sample
-    enters the backbone as it is). The backbone body runs unchanged and its
+    `strategy="stem"` (subclassed models that cannot be traced or have no
+    head of their own, or pretrained backbones whose weights must be kept)
+    aggregates the raw inputs to `n * C` channels and maps them back to the
+    backbone's `C` channels with a learned projection (`Dense`, or a 1x1
+    convolution for channels-first data, started as the mean of the n
+    slots, so a replicated sample enters the backbone as it is). The backbone body runs unchanged and its
     layers are shared, weights included: set `model.trainable = False` before
     wrapping to freeze it. A new `n * K` head replaces the head of a
     Functional model (on its penultimate features); a subclassed model's
@@ -85,8 +96,7 @@ def wrap(
     `classes` units goes on top.
 
     Args:
-        model: a built `keras.Model`: Functional or Sequential for either
-            strategy, subclassed for `"stem"`.
+        model: a built `keras.Model`: Functional, Sequential or subclassed.
         n: int >= 1, the number of samples aggregated per forward pass.
             Defaults to `3`.
         width: finite float > 0 or None, the hidden width multiplier
@@ -141,10 +151,15 @@ def wrap(
         name: str or None, the new model's name. Defaults to
             `"agrlearn_" + model.name`.
         strategy: `"rebuild"`, `"stem"` or None. None picks `"rebuild"` for
-            Functional and Sequential models and `"stem"` for subclassed ones.
-        classes: int or None, the number of classes of the new head when the
-            stem strategy finds none in the backbone (a subclassed model, or a
-            Functional one without a head). Defaults to None.
+            Functional and Sequential models and for subclassed ones whose
+            `call` traces to a graph ending in a head, and `"stem"` otherwise
+            (`verbose=True` says why).
+        classes: int or None, the number of classes of a new head on a
+            subclassed backbone without one (stem strategy). Defaults to None.
+        data_format: `"channels_last"`, `"channels_first"` or None: where the
+            stem strategy finds the input's channels. None means the last
+            axis for inputs of rank 2 and `keras.config.image_data_format()`
+            otherwise.
         verbose: bool, print which strategy was used and why. Defaults to
             `False`.
 
@@ -173,44 +188,21 @@ def wrap(
     >>> model.predict(x, verbose=0).shape
     (20, 10)
     """
+    _validation.check_model(model)
     n = _validation.check_n(n)
     default_width = width is None
     if not default_width:
         width = _validation.check_width(width)
     inference = _validation.check_inference(inference)
-    default_repetition = repetition is None
-    if default_repetition:
-        repetition = DEFAULT_REPETITION if inference == "replicate" and n > 1 else 0.0
-    repetition = _validation.check_repetition(repetition)
-    default_batch_repetition = batch_repetition is None
-    if default_batch_repetition:
-        batch_repetition = default_batch_repetition_for(n)
-    batch_repetition = _validation.check_batch_repetition(batch_repetition)
     objective = _validation.check_objective(
         DEFAULT_OBJECTIVE if objective is None else objective
     )
-
-    def make_aggregate(repetition, batch_repetition):
-        return Aggregate(
-            n,
-            inference=inference,
-            shuffle=shuffle,
-            repetition=repetition,
-            batch_repetition=batch_repetition,
-            draws=draws,
-            seed=seed,
-        )
-
-    aggregate = make_aggregate(repetition, batch_repetition)
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "Argument `model` must be a keras.Model (Functional or Sequential), "
-            f"got {type(model).__name__}."
-        )
-    strategy, reason = _choose_strategy(model, strategy)
-    if verbose:
-        print(f"wrap(): strategy={strategy!r} for model '{model.name}': {reason}.")
-    name = name or f"agrlearn_{model.name}"
+    draws = _validation.check_draws(draws)
+    if repetition is not None:
+        repetition = _validation.check_repetition(repetition)
+    if batch_repetition is not None:
+        batch_repetition = _validation.check_batch_repetition(batch_repetition, n)
+    strategy, backbone, reason, untraced = _choose_strategy(model, strategy, classes)
     if default_width:
         # The stem strategy keeps the backbone body, so it cannot widen it.
         width = 1.0 if strategy == "stem" else default_width_for(n)
@@ -222,39 +214,48 @@ def wrap(
                 f"aggregates its inputs; got width={width}, "
                 f"aggregate_after={aggregate_after!r}."
             )
-        return stem.stem_model(
-            model,
-            aggregate,
-            inference,
-            head=head,
-            classes=classes,
-            name=name,
-            objective=objective,
-        )
-    if classes is not None:
-        raise ValueError(
-            "Argument `classes` is for strategy='stem' only: the rebuild "
-            "strategy keeps the class count of the backbone's head."
-        )
-    try:
-        return _rebuilt(
-            model, aggregate, width, inference, head, aggregate_after, name, objective
-        )
-    except _rebuild.SeveralAggregationPointsError:
-        explicit = (not default_repetition and repetition > 0) or (
-            not default_batch_repetition and batch_repetition > 1
-        )
-        if explicit:
-            raise
-    # Several aggregation points share one grouping only without permutations.
+        points = 1
+    else:
+        if classes is not None:
+            raise ValueError(
+                "Argument `classes` is for strategy='stem' only: the rebuild "
+                "strategy keeps the class count of the backbone's head."
+            )
+        if data_format is not None:
+            raise ValueError(
+                "Argument `data_format` is for strategy='stem' only: the rebuild "
+                "strategy reads each layer's own `data_format`."
+            )
+        points = len(rebuild.aggregation_axes(backbone, head, aggregate_after))
+    repetition, batch_repetition = _training_layout(
+        n, inference, shuffle, repetition, batch_repetition, points
+    )
+    aggregation = _walker.Aggregation(
+        {
+            "n": n,
+            "inference": inference,
+            "shuffle": shuffle,
+            "repetition": repetition,
+            "batch_repetition": batch_repetition,
+            "draws": draws,
+            "seed": seed,
+        },
+        objective,
+    )
+    name = name or f"agrlearn_{model.name}"
     if verbose:
         print(
-            "wrap(): repetition=0, batch_repetition=1 (the defaults need a "
-            "single aggregation point; this model has several)."
+            f"wrap(): strategy={strategy!r} for model '{model.name}': {reason}; "
+            f"repetition={repetition}, batch_repetition={batch_repetition}."
         )
-    aggregate = make_aggregate(0.0, 1)
-    return _rebuilt(
-        model, aggregate, width, inference, head, aggregate_after, name, objective
+    if strategy == "stem":
+        return stem.stem_model(
+            backbone, aggregation, head=head, classes=classes, name=name,
+            data_format=data_format, untraced=untraced,
+        )
+    return rebuild.rebuild_model(
+        backbone, aggregation, width=width, head=head,
+        aggregate_after=aggregate_after, name=name,
     )
 
 
@@ -276,51 +277,73 @@ def default_batch_repetition_for(n):
     return n if n > 1 else 1
 
 
-def _choose_strategy(model, strategy):
-    """The strategy to use and the reason, for the `verbose` message."""
-    if strategy is not None and strategy not in STRATEGIES:
-        raise ValueError(
-            f"Argument `strategy` must be one of {', '.join(map(repr, STRATEGIES))} "
-            f"or None, got strategy={strategy!r}."
+def _training_layout(n, inference, shuffle, repetition, batch_repetition, points):
+    """Settles `repetition` and `batch_repetition` (None: the defaults).
+
+    Several aggregation points (several inputs) share one grouping only
+    without random permutations, so there the defaults are 0 and 1 and
+    explicit permutations are refused.
+    """
+    if points > 1:
+        permutes = (
+            shuffle
+            or inference == "contextual"
+            or (repetition or 0.0) > 0
+            or (batch_repetition or 1) > 1
         )
-    functional = _rebuild.is_functional(model)
-    if strategy == "rebuild":
-        return strategy, "requested"
-    if strategy == "stem":
-        return strategy, "requested; the backbone body and its weights are kept"
-    if functional:
-        return "rebuild", (
+        if permutes:
+            raise ValueError(
+                "This model needs aggregation at more than one place; that is "
+                "supported only without `shuffle`, `repetition`, "
+                "`batch_repetition` > 1 or contextual inference. Use "
+                "`aggregate_after=` to choose a single aggregation point."
+            )
+        return 0.0, 1
+    if repetition is None:
+        repetition = DEFAULT_REPETITION if inference == "replicate" and n > 1 else 0.0
+    if batch_repetition is None:
+        batch_repetition = default_batch_repetition_for(n)
+    return repetition, batch_repetition
+
+
+def _choose_strategy(model, strategy, classes):
+    """The strategy, the model it applies to, the reason (for `verbose`), and
+    why a subclassed model was not rebuilt (None otherwise).
+
+    A subclassed model is traced (see `_graph.trace`): when its `call` gives
+    a graph that ends in a classification head, that graph is rebuilt.
+    """
+    _validation.check_choice("strategy", strategy, STRATEGIES + (None,))
+    if _keras_internals.is_functional(model):
+        if strategy == "stem":
+            return strategy, model, _KEPT, None
+        return "rebuild", model, (
+            "requested" if strategy else
             f"{type(model).__name__} models are rebuilt layer by layer, widened "
             "and freshly initialised (strategy='stem' keeps pretrained weights)"
+        ), None
+    if strategy == "stem":
+        return strategy, model, _KEPT, None
+    if classes is not None and strategy is None:
+        return "stem", model, (
+            "`classes=` asks for a new head on the subclassed model's output"
+        ), None
+    graph, problem = _graph.trace(model)
+    if graph is not None:
+        problem = _head.head_problem(graph)
+    if problem is None:
+        return "rebuild", graph, (
+            f"the call of subclassed model {type(model).__name__} was traced to "
+            "a layer graph, which is rebuilt layer by layer, widened and "
+            "freshly initialised"
+        ), None
+    if strategy == "rebuild":
+        raise ValueError(
+            f"Model '{model.name}' ({type(model).__name__}) is a subclassed "
+            f"model that cannot be rebuilt layer by layer: {problem}"
         )
-    return "stem", (
-        f"{type(model).__name__} is a subclassed model, which cannot be rebuilt "
-        "layer by layer: a learned projection feeds its unchanged body"
-    )
-
-
-def _rebuilt(model, aggregate, width, inference, head, aggregate_after, name, objective):
-    graph = _rebuild.functional_of(model)
-    heads = _rebuild.find_heads(graph, head)
-    after_layer = _rebuild.find_layer(graph, aggregate_after, "aggregate_after")
-    builder = _rebuild.Rebuilder(
-        aggregate, aggregate.n, width, inference, heads, after_layer,
-        objective=objective,
-    )
-    new_inputs = []
-    for old_input in graph.inputs:
-        new_input = keras.Input(
-            batch_shape=old_input.shape, dtype=old_input.dtype, name=old_input.name
-        )
-        builder.tag(new_input, _rebuild.SAMPLE)
-        new_inputs.append(new_input)
-    outputs = builder.run(graph, new_inputs)
-    for output, head_layer in zip(keras.tree.flatten(outputs), heads):
-        if builder.state(output) != _rebuild.PREDICTED:
-            raise ValueError(
-                f"The classification head '{head_layer.name}' does not lead to "
-                f"the output of model '{model.name}'; pass `head=` the name of "
-                "the layer that produces the class scores."
-            )
-    inputs = keras.tree.pack_sequence_as(graph._inputs_struct, new_inputs)
-    return AgrLearnModel(inputs, outputs, name=name)
+    return "stem", model, (
+        f"{type(model).__name__} is a subclassed model that cannot be rebuilt "
+        f"layer by layer ({problem}): a learned projection feeds its "
+        "unchanged body"
+    ), problem

@@ -23,9 +23,15 @@ def jit_compile(request):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_session():
-    keras.backend.clear_session(free_memory=False)
-    keras.utils.set_random_seed(1234)
+def _fresh_session(request):
+    """A fresh Keras session and global seed per test.
+
+    Tests marked `keep_session` skip it: they train nothing, so no state or
+    random draw matters, and the reset would cost more than they do.
+    """
+    if request.node.get_closest_marker("keep_session") is None:
+        keras.backend.clear_session(free_memory=False)
+        keras.utils.set_random_seed(1234)
     yield
 
 

@@ -3,6 +3,8 @@ import math
 import keras
 import numpy as np
 import pytest
+from absl.testing import parameterized
+from keras.src import testing
 
 from keras_agrlearn import Aggregate
 from keras_agrlearn import Deaggregate
@@ -90,7 +92,8 @@ def test_readout_returns_each_sample_to_its_row(kwargs, training, rng):
 def test_shuffle_permutes_groups_in_training_only(rng):
     x = np.arange(12, dtype="float32").reshape(12, 1)
     layer = Aggregate(3, shuffle=True, seed=3)
-    shuffled = keras.ops.convert_to_numpy(layer(x, training=True))
+    shuffled, _ = layer(x, training=True, return_readout=True)
+    shuffled = keras.ops.convert_to_numpy(shuffled)
     assert sorted(shuffled.ravel().tolist()) == list(range(12))
     assert shuffled.ravel().tolist() != list(range(12))
     plain = keras.ops.convert_to_numpy(layer(x, training=False))
@@ -125,39 +128,76 @@ def test_symbolic_shapes():
     deaggregated = Deaggregate(2)(aggregated, inputs)
     assert tuple(deaggregated.shape) == (None, 6, 5, 3)
     aggregated, readout = Aggregate(2)(inputs, return_readout=True)
-    assert tuple(readout.shape) == (None, None) and readout.dtype == "int32"
+    assert tuple(readout.shape) == (None, 1) and readout.dtype == "int32"
+
+
+class AggregateLayerTest(testing.TestCase):
+    """Keras' own layer harness: build, symbolic and eager calls, a training
+    step, serialization and mixed precision, with exact output shapes."""
+
+    @parameterized.named_parameters(
+        ("group", {"n": 2}, {}, (3, 4, 6)),
+        ("group_axis_1", {"n": 2, "axis": 1}, {}, (3, 8, 3)),
+        ("training", {"n": 2}, {"training": True}, (3, 4, 6)),
+        ("replicate", {"n": 3, "inference": "replicate"}, {"training": False}, (5, 4, 9)),
+        ("identity", {"n": 1}, {}, (5, 4, 3)),
+    )
+    def test_layer(self, init_kwargs, call_kwargs, expected_shape):
+        self.run_layer_test(
+            Aggregate,
+            init_kwargs=init_kwargs,
+            input_shape=(5, 4, 3),
+            call_kwargs=call_kwargs,
+            expected_output_shape=expected_shape,
+            expected_num_trainable_weights=0,
+            expected_num_non_trainable_weights=0,
+            expected_num_seed_generators=1,
+        )
+
+    @parameterized.named_parameters(
+        ("contextual", {"n": 2, "inference": "contextual", "draws": 3}, False, ((15, 4, 6), (5, 3))),
+        ("shuffle", {"n": 2, "shuffle": True}, True, ((3, 4, 6), (5, 1))),
+        # 3 of 5 samples repeated: 1 mixed group + 3 repeated, twice.
+        ("repetitions", {"n": 2, "repetition": 0.5, "batch_repetition": 2}, True, ((8, 4, 6), (5, 4))),
+    )
+    def test_layer_with_readout(self, init_kwargs, training, expected_shapes):
+        # The training step sums a single output, so it is left out here.
+        self.run_layer_test(
+            Aggregate,
+            init_kwargs=init_kwargs,
+            input_shape=(5, 4, 3),
+            call_kwargs={"training": training, "return_readout": True},
+            expected_output_shape=expected_shapes,
+            run_training_check=False,
+        )
 
 
 @pytest.mark.parametrize(
-    "kwargs,error,match",
+    "kwargs, training, batch, expected",
     [
-        ({"n": 0}, ValueError, "`n`"),
-        ({"n": -1}, ValueError, "`n`"),
-        ({"n": 2.5}, TypeError, "`n`"),
-        ({"n": True}, TypeError, "`n`"),
-        ({"n": "3"}, TypeError, "`n`"),
-        ({"n": 2, "inference": "average"}, ValueError, "'group', 'replicate', 'contextual'"),
-        ({"n": 2, "draws": 0}, ValueError, "`draws`"),
-        ({"n": 2, "repetition": 1.0}, ValueError, "`repetition`"),
-        ({"n": 2, "axis": 1.5}, TypeError, "`axis`"),
+        ({}, None, 7, 4),
+        ({}, True, 7, 4),
+        ({}, False, 7, 4),
+        ({"inference": "replicate"}, False, 7, 7),
+        ({"inference": "replicate"}, True, 7, 4),
+        ({"inference": "replicate"}, None, 7, None),
+        ({"inference": "contextual", "draws": 3}, False, 7, 21),
+        ({"shuffle": True}, True, 7, 4),
+        ({"repetition": 0.5}, True, 7, 6),  # 4 repeated, 3 grouped in 2
+        ({"batch_repetition": 3}, True, 7, 12),
+        ({"batch_repetition": 3}, False, 7, 4),
+        ({}, None, None, None),
     ],
 )
-def test_invalid_arguments(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        Aggregate(**kwargs)
-
-
-@pytest.mark.parametrize("axis", [0, 3, -4])
-def test_axis_out_of_range(axis):
-    with pytest.raises(ValueError, match="`axis`"):
-        Aggregate(2, axis=axis)(np.zeros((4, 2, 3), "float32"))
-
-
-def test_empty_batch_is_refused():
-    with pytest.raises(ValueError, match="empty batch"):
-        Aggregate(2)(np.zeros((0, 3), "float32"))
-
-
-def test_deaggregate_needs_multiple_of_n():
-    with pytest.raises(ValueError, match="multiple of n"):
-        Deaggregate(3)(np.zeros((2, 7), "float32"))
+def test_static_output_batch(kwargs, training, batch, expected):
+    layer = Aggregate(2, **kwargs)
+    if training is None:
+        assert layer.compute_output_shape((batch, 3)) == (expected, 6)
+    spec = layer.compute_output_spec(
+        keras.KerasTensor((batch, 3)), training=training, return_readout=True
+    )[0]
+    assert tuple(spec.shape) == (expected, 6)
+    if batch is not None and training is not None:
+        x = np.zeros((batch, 3), "float32")
+        y, _ = layer(x, training=training, return_readout=True)
+        assert tuple(y.shape) == (expected, 6)

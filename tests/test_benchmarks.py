@@ -5,25 +5,20 @@ limit network it times is exactly the wrapped model without its aggregation.
 Speed itself is never asserted here: see docs/BENCHMARKS.md.
 """
 
-import importlib.util
 import json
-import pathlib
 
 import keras
 import numpy as np
 import pytest
 
 import keras_agrlearn
+from script_loader import load_script
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/throughput.py", "throughput")
 
 
 def test_script_runs_with_tiny_sizes(throughput, tmp_path):
@@ -63,7 +58,8 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
     n = 3
     x = rng.random((6, 4, 4, 2), dtype=np.float32)
     wrapped = keras_agrlearn.wrap(
-        throughput.small_cnn(x.shape[1:]), n, inference=inference, repetition=0.0
+        throughput.small_cnn(x.shape[1:]), n, inference=inference, repetition=0.0,
+        batch_repetition=1,
     )
     limit = throughput.inner_network(wrapped)
     aggregated = throughput.aggregate_numpy(x, n, replicate=inference == "replicate")
@@ -80,11 +76,7 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
 
 
 def test_overhead_profile_runs_with_tiny_sizes(throughput, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "profile_overheads", SCRIPT.with_name("profile_overheads.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/profile_overheads.py", "profile_overheads")
     out = tmp_path / "profile.json"
     report = module.main(
         ["--n=2", "--backbone=cnn", "--samples=8", "--batch=8", "--calls=2", "--repeats=1",

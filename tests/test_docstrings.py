@@ -8,6 +8,8 @@ import pytest
 MODULES = [
     "keras_agrlearn.aggregate",
     "keras_agrlearn.deaggregate",
+    "keras_agrlearn.model",
+    "keras_agrlearn.rebuild",
     "keras_agrlearn.wrap",
     "keras_agrlearn.members",
     "keras_agrlearn.evaluation",

@@ -1,8 +1,6 @@
 """The examples run offline at tiny sizes; CIFAR-10 is read from mocked data."""
 
 import gzip
-import importlib.util
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,14 +8,11 @@ import pytest
 
 import keras_agrlearn
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from script_loader import load_script
 
 
 def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"examples/{name}.py", f"example_{name}")
 
 
 @pytest.fixture(scope="module")

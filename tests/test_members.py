@@ -11,6 +11,8 @@ from keras_agrlearn.members import RowsToMembers
 from keras_agrlearn.members import SlotsToRows
 from keras_agrlearn.members import TileSlots
 
+import subclassed_models
+
 CLASSES = 3
 
 
@@ -24,22 +26,8 @@ def cnn(activation="softmax"):
     return keras.Model(inputs, outputs, name="cnn")
 
 
-class _Features(keras.Model):
-    """A subclassed feature extractor, wrapped by the stem strategy."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
-        self.pool = keras.layers.GlobalAveragePooling2D()
-
-    def call(self, inputs):
-        return self.pool(self.conv(inputs))
-
-
 def subclassed():
-    model = _Features(name="features")
-    model(np.zeros((1, 6, 6, 2), "float32"))
-    return model
+    return subclassed_models.built(subclassed_models.Features, "features")
 
 
 def two_inputs():

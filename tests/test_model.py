@@ -68,11 +68,3 @@ def test_one_hot_labels_and_outputs_outside_training(rng):
     assert np.all(np.isfinite(history.history["loss"]))
     assert model.predict(x, verbose=0).shape == (9, CLASSES)
     assert len(model.evaluate(x, y, verbose=0)) == 2
-
-
-def test_invalid_objective():
-    with pytest.raises(ValueError, match=r"Argument `objective` must be one of 'slots', 'mean'"):
-        Deaggregate(2, objective="sum")
-    backbone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match=r"Argument `objective` must be one of"):
-        wrap(backbone, n=2, objective="per-sample")

@@ -4,28 +4,17 @@ import keras
 import numpy as np
 import pytest
 
+from keras_agrlearn import Aggregate
 from keras_agrlearn import wrap
 from keras_agrlearn.stem import STEM_NAME
+
+import subclassed_models
 
 CLASSES = 3
 
 
-class _Features(keras.Model):
-    """A subclassed feature extractor: no classification layer of its own."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
-        self.pool = keras.layers.GlobalAveragePooling2D()
-
-    def call(self, inputs):
-        return self.pool(self.conv(inputs))
-
-
 def _subclassed():
-    model = _Features(name="features")
-    model(np.zeros((1, 6, 6, 2), "float32"))
-    return model
+    return subclassed_models.built(subclassed_models.Features, "features")
 
 
 def _functional():
@@ -101,47 +90,35 @@ def test_quiet_by_default(capsys):
     assert capsys.readouterr().out == ""
 
 
-class _Tokens(keras.Model):
+class _ChannelsFirst(keras.Model):
+    """Untraceable on purpose, so wrap() takes the stem strategy."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.embedding = keras.layers.Embedding(10, 4)
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu", data_format="channels_first")
+        self.pool = keras.layers.GlobalAveragePooling2D(data_format="channels_first")
 
     def call(self, inputs):
-        return keras.ops.mean(self.embedding(inputs), axis=1)
+        if isinstance(inputs, keras.KerasTensor):
+            raise TypeError("this call needs concrete tensors")
+        return self.pool(self.conv(inputs))
 
 
-@pytest.mark.parametrize(
-    "make_model, kwargs, error, match",
-    [
-        (lambda: _Features(), {"classes": 3}, ValueError, r"subclassed model that is not built"),
-        (_subclassed, {}, ValueError, r"Pass `classes=`"),
-        (_subclassed, {"classes": 0}, ValueError, r"`classes` must be an integer >= 1"),
-        (_subclassed, {"classes": 3, "width": 2.0}, ValueError, r"need strategy='rebuild'"),
-        (_subclassed, {"classes": 3, "head": "conv"}, ValueError, r"no layer graph"),
-        (_subclassed, {"strategy": "rebuild"}, ValueError, r"subclassed model"),
-        (_functional, {"strategy": "stem", "classes": 3}, ValueError, r"has one, whose class count is kept"),
-        (_functional, {"classes": 3}, ValueError, r"`classes` is for strategy='stem' only"),
-        (_functional, {"strategy": "stems"}, ValueError, r"`strategy` must be one of 'rebuild', 'stem'"),
-    ],
-    ids=[
-        "unbuilt",
-        "no-classes",
-        "bad-classes",
-        "width",
-        "head",
-        "rebuild-subclassed",
-        "classes-with-head",
-        "classes-rebuild",
-        "unknown-strategy",
-    ],
-)
-def test_stem_arguments_are_validated(make_model, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        wrap(make_model(), n=2, **kwargs)
-
-
-def test_token_inputs_are_refused_by_the_stem():
-    model = _Tokens()
-    model(np.zeros((1, 5), "int32"))
-    with pytest.raises(ValueError, match=r"token ids.*strategy='rebuild'"):
-        wrap(model, n=2, classes=3)
+@pytest.mark.parametrize("hint", ["argument", "config"])
+def test_stem_aggregates_channels_first_data_along_axis_1(hint, rng, monkeypatch):
+    backbone = _ChannelsFirst(name="features")
+    backbone(np.zeros((1, 2, 6, 6), "float32"))
+    if hint == "argument":
+        model = wrap(backbone, n=3, classes=CLASSES, data_format="channels_first")
+    else:
+        monkeypatch.setattr(keras.config, "image_data_format", lambda: "channels_first")
+        model = wrap(backbone, n=3, classes=CLASSES)
+    (aggregate,) = [layer for layer in model.layers if isinstance(layer, Aggregate)]
+    assert aggregate.axis == 1
+    stem = keras.Model(model.inputs, model.get_layer(STEM_NAME).output)
+    x = rng.random((4, 2, 6, 6)).astype("float32")
+    # Replicated samples leave the stem as they entered it.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stem(x, training=False)), x, atol=1e-6)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, rng.integers(0, CLASSES, 4), batch_size=4, epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).shape == (4, CLASSES)

@@ -1,8 +1,6 @@
 """AgrLearnHyperModel, leaderboard() and the tuning/search.py job."""
 
-import importlib.util
 import json
-import pathlib
 
 import keras
 import numpy as np
@@ -12,20 +10,11 @@ keras_tuner = pytest.importorskip("keras_tuner")
 
 from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
 from keras_agrlearn.tuning import leaderboard  # noqa: E402
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(
-        f"agrlearn_tuning_{name}", ROOT / "tuning" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script  # noqa: E402
 
 
-search = _load_script("search")
+
+search = load_script("tuning/search.py", "agrlearn_tuning_search")
 
 # Few samples, one epoch, two choices each: the search machinery is under
 # test here, not the accuracy it finds.
@@ -205,18 +194,6 @@ def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
         "trial", "n", "width", "batch_repetition", "repetition", "learning_rate",
         "score", "forward_passes", "fit_seconds", "status",
     }
-
-
-def test_load_digits_splits():
-    (x, y), (xv, yv), (xt, yt) = search.load_digits(seed=0)
-    assert x.shape[1:] == (8, 8, 1) and len(x) + len(xv) + len(xt) == 1797
-    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
-
-
-def test_load_mnist1d_offline():
-    (x, y), (xv, yv), (xt, yt) = search.load_mnist1d(num_samples=100)
-    assert x.shape == (64, 40) and xv.shape == (16, 40) and xt.shape == (20, 40)
-    assert set(np.unique(y)) <= set(range(10))
 
 
 def test_load_cifar10_offline():

@@ -1,6 +1,5 @@
 """tuning/distributed.py: a chief oracle and two workers on 127.0.0.1."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -13,15 +12,14 @@ import pytest
 pytest.importorskip("keras_tuner")
 pytest.importorskip("grpc")
 
+from script_loader import load_script  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "tuning" / "distributed.py"
 
 
 def _load_launcher():
-    spec = importlib.util.spec_from_file_location("agrlearn_tuning_distributed", LAUNCHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tuning/distributed.py", "agrlearn_tuning_distributed")
 
 
 def test_chief_and_two_workers_complete_every_trial(tmp_path):

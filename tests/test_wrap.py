@@ -1,5 +1,3 @@
-import math
-
 import keras
 import numpy as np
 import pytest
@@ -227,45 +225,56 @@ def test_input_pipelines(rng):
         assert model.predict(dataset, verbose=0).shape == (50, 3)
 
 
-@pytest.mark.parametrize(
-    "kwargs,error,match",
-    [
-        ({"n": 0}, ValueError, "`n`.*>= 1"),
-        ({"n": -1}, ValueError, "`n`"),
-        ({"n": 2.5}, TypeError, "`n`"),
-        ({"n": True}, TypeError, "`n`"),
-        ({"n": "3"}, TypeError, "`n`"),
-        ({"width": 0}, ValueError, "`width`.*> 0"),
-        ({"width": -1}, ValueError, "`width`"),
-        ({"width": math.nan}, ValueError, "`width`.*finite"),
-        ({"width": math.inf}, ValueError, "`width`"),
-        ({"width": "2"}, TypeError, "`width`"),
-        ({"inference": "mean"}, ValueError, "`inference`.*'replicate'"),
-        ({"head": "nope"}, ValueError, "`head`.*'nope'"),
-        ({"aggregate_after": "nope"}, ValueError, "`aggregate_after`"),
-    ],
-)
-def test_invalid_arguments(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        wrap(mlp(), **kwargs)
+class _Classifier(keras.Model):
+    """A subclassed classifier with its own head and a `keras.ops` call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.scores = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return keras.ops.softmax(self.scores(self.hidden(inputs)))
 
 
-def test_model_without_a_head_is_refused():
-    inputs = keras.Input((4,))
-    x = keras.layers.Dense(8)(inputs)
-    backbone = keras.Model(inputs, keras.layers.BatchNormalization()(x))
-    with pytest.raises(ValueError, match="classification head.*BatchNormalization"):
+def test_subclassed_classifier_is_traced_and_rebuilt_widened(rng, capsys):
+    backbone = _Classifier(name="classifier")
+    backbone(np.zeros((1, 4), "float32"))
+    model = wrap(backbone, n=2, width=2.0, verbose=True)
+    assert "strategy='rebuild'" in capsys.readouterr().out
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [16, 2 * 3]
+    assert all(layer is not backbone.hidden for layer in dense)
+    model = compile_model(model, jit_compile=False)
+    x = rng.normal(size=(10, 4)).astype("float32")
+    model.fit(x, rng.integers(0, 3, 10), batch_size=4, epochs=1, verbose=0)
+    probabilities = model.predict(x, verbose=0)
+    assert probabilities.shape == (10, 3)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_untraceable_subclassed_model_falls_back_to_the_stem_saying_why(capsys):
+    class Untraceable(_Classifier):
+        def call(self, inputs):
+            if isinstance(inputs, keras.KerasTensor):
+                raise TypeError("needs concrete tensors")
+            return super().call(inputs)
+
+    backbone = Untraceable(name="untraceable")
+    backbone(np.zeros((1, 4), "float32"))
+    wrap(backbone, n=2, classes=3, verbose=True)
+    out = capsys.readouterr().out
+    assert "strategy='stem'" in out and "`classes=` asks for a new head" in out
+    with pytest.raises(ValueError, match=r"cannot be traced on a symbolic input \(TypeError: needs concrete tensors\)"):
         wrap(backbone, n=2)
 
 
-def test_subclassed_and_unbuilt_models_are_refused():
-    class Custom(keras.Model):
-        def call(self, x):
-            return x
-
-    with pytest.raises(ValueError, match="subclassed"):
-        wrap(Custom(), n=2, strategy="rebuild")
-    with pytest.raises(ValueError, match="no inputs"):
-        wrap(keras.Sequential([keras.layers.Dense(3)]), n=2)
-    with pytest.raises(TypeError, match="`model`"):
-        wrap("resnet", n=2)
+def test_defaults_are_settled_before_building(capsys):
+    # One build: the aggregation points are found first, so the model with two
+    # inputs gets the one-grouping defaults directly, and says so.
+    a, b = keras.Input((3,)), keras.Input((3,))
+    two_inputs = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    before = keras.backend.get_uid("aggregate")
+    wrap(two_inputs, n=2, verbose=True)
+    assert keras.backend.get_uid("aggregate") == before + 2
+    assert "repetition=0.0, batch_repetition=1" in capsys.readouterr().out

@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +35,11 @@ import keras  # noqa: E402
 import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from experiments import backbones  # noqa: E402
+from experiments import datasets  # noqa: E402
 from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
 from keras_agrlearn.tuning import leaderboard  # noqa: E402
 
@@ -43,35 +49,6 @@ OBJECTIVE = "val_accuracy"
 
 
 # --- Data: (x_train, y_train), (x_val, y_val), (x_test, y_test) -------------
-
-
-def load_digits(seed):
-    """scikit-learn's 8x8 digits (1797 images), split 60/20/20."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    data = sklearn_digits()
-    x = (data.images / 16.0).astype("float32")[..., None]
-    y = data.target.astype("int32")
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    val, test = int(0.6 * len(x)), int(0.8 * len(x))
-    return (x[:val], y[:val]), (x[val:test], y[val:test]), (x[test:], y[test:])
-
-
-def load_mnist1d(num_samples=5000):
-    """MNIST-1D generated locally with its standard arguments (seed 42): 4000
-    training sequences of length 40 (the last 800 held out for validation)
-    and 1000 test sequences."""
-    from mnist1d.data import get_dataset_args
-    from mnist1d.data import make_dataset
-
-    args = get_dataset_args()
-    args.num_samples = num_samples
-    data = make_dataset(args)
-    x, y = data["x"].astype("float32"), data["y"].astype("int32")
-    val = int(0.8 * len(x))
-    test = (data["x_test"].astype("float32"), data["y_test"].astype("int32"))
-    return (x[:val], y[:val]), (x[val:], y[val:]), test
 
 
 def load_cifar10(data_dir=None):
@@ -97,11 +74,17 @@ def load_cifar10(data_dir=None):
     return (x[:val], y[:val]), (x[val:], y[val:]), arrays(test)
 
 
-def load(dataset, seed, data_dir=None):
+def load(dataset, data_dir=None):
+    """The dataset's (train, validation, test) splits.
+
+    Digits and MNIST-1D come from the studies' offline loaders
+    (experiments/datasets.py), with their fixed splits; MNIST-1D is cached
+    under `data_dir` (default `runs/cache`).
+    """
     if dataset == "digits":
-        return load_digits(seed)
+        return datasets.load_digits()
     if dataset == "mnist1d":
-        return load_mnist1d()
+        return datasets.load_mnist1d(5000, Path(data_dir or ROOT / "runs" / "cache"))
     return load_cifar10(data_dir)
 
 
@@ -109,46 +92,12 @@ def load(dataset, seed, data_dir=None):
 
 
 def backbone(dataset):
-    layers = keras.layers
-    if dataset == "digits":
-        return keras.Sequential(
-            [
-                keras.Input((8, 8, 1)),
-                layers.Conv2D(16, 3, padding="same", activation="relu"),
-                layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-                layers.Flatten(),
-                layers.Dense(64, activation="relu"),
-                layers.Dense(10, activation="softmax"),
-            ],
-            name="digits_cnn",
-        )
-    if dataset == "mnist1d":
-        return keras.Sequential(
-            [
-                keras.Input((40,)),
-                layers.Reshape((40, 1)),
-                layers.Conv1D(32, 5, padding="same", activation="relu"),
-                layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-                layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-                layers.Flatten(),
-                layers.Dense(10, activation="softmax"),
-            ],
-            name="mnist1d_cnn",
-        )
-    return keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            layers.Rescaling(1.0 / 255),
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(128, 3, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(10, activation="softmax"),
-        ],
-        name="cifar10_cnn",
-    )
+    """The reference backbone of `dataset` (see experiments/backbones.py)."""
+    return {
+        "digits": backbones.digits_cnn,
+        "mnist1d": backbones.mnist1d_conv1d,
+        "cifar10": backbones.cifar10_cnn,
+    }[dataset]()
 
 
 # --- The search --------------------------------------------------------------
@@ -334,7 +283,10 @@ def parse_args(argv):
         "--samples", type=int, default=None, help="use only this many training samples"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets directory")
+    parser.add_argument(
+        "--data-dir", default=None,
+        help="tensorflow-datasets directory; also the MNIST-1D cache",
+    )
     parser.add_argument("--overwrite", action="store_true", help="start afresh")
     parser.add_argument(
         "--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity"
@@ -348,7 +300,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
-    data = load(args.dataset, args.seed, args.data_dir)
+    data = load(args.dataset, args.data_dir)
     (x_train, y_train), validation = data[0], data[1]
     if args.samples is not None:
         x_train, y_train = x_train[: args.samples], y_train[: args.samples]

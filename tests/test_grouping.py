@@ -25,11 +25,9 @@ SETTINGS = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _fresh_session():
-    """Overrides the suite's per-test session reset: these layers hold no
-    trained state, and the reset would run once per test, not per example."""
-    yield
+# These layers hold no trained state, and the reset would run once per
+# test, not once per example.
+pytestmark = pytest.mark.keep_session
 
 
 @st.composite

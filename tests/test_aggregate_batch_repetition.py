@@ -36,7 +36,8 @@ def test_every_sample_sits_in_b_groups_and_reads_back(batch, batch_repetition, r
 
 def test_groupings_are_independent_permutations():
     x = np.arange(12, dtype="float32").reshape(12, 1)
-    y = keras.ops.convert_to_numpy(Aggregate(3, batch_repetition=3, seed=0)(x, training=True))
+    y, _ = Aggregate(3, batch_repetition=3, seed=0)(x, training=True, return_readout=True)
+    y = keras.ops.convert_to_numpy(y)
     first, second, third = np.split(y, 3)
     for grouping in (first, second, third):
         assert sorted(grouping.ravel().tolist()) == list(range(12))
@@ -108,30 +109,11 @@ def test_saved_model_keeps_the_options(tmp_path, rng):
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        ({"batch_repetition": 0}, r"Argument `batch_repetition`.*integer >= 1, got 0"),
-        ({"batch_repetition": 1.5}, r"Argument `batch_repetition`.*integer >= 1, got 1.5"),
-        ({"batch_repetition": True}, r"Argument `batch_repetition`.*integer >= 1, got True"),
-        ({"batch_repetition": "2"}, r"Argument `batch_repetition`.*integer >= 1, got '2'"),
-        ({"n": 1, "batch_repetition": 2}, r"Argument `batch_repetition` must be 1 when n=1"),
-    ],
-    ids=["zero", "float", "bool", "str", "n-1"],
-)
-def test_invalid_batch_repetition(kwargs, match):
-    kwargs = {"n": 2, **kwargs}
-    with pytest.raises(ValueError, match=match):
-        Aggregate(**kwargs)
-    backbone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match=match):
-        wrap(backbone, **kwargs)
-
-
-def test_batch_repetition_needs_one_aggregation_point():
+def test_several_aggregation_points_settle_one_shared_grouping():
     a, b = keras.Input((3,)), keras.Input((3,))
     two_inputs = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
-    # The defaults fall back to one shared grouping; asking for more fails.
-    assert wrap(two_inputs, n=2).output_shape == (None, 2)
-    with pytest.raises(ValueError, match=r"more than one place"):
-        wrap(two_inputs, n=2, batch_repetition=2)
+    # The defaults become one deterministic grouping shared by both inputs.
+    model = wrap(two_inputs, n=2)
+    aggregates = [layer for layer in model.layers if isinstance(layer, Aggregate)]
+    assert [(layer.repetition, layer.batch_repetition) for layer in aggregates] == [(0.0, 1)]
+    assert model.output_shape == (None, 2)

@@ -23,7 +23,10 @@ def test_every_phase_writes_records_and_report(quick_run):
     phases = {r["phase"] for r in runs}
     assert phases == {"grid", "repetition", "data", "digits"}
     for run in runs:
-        assert run["checkpoints"][-1]["epoch"] == run["checkpoints"][-1]["epoch"]
+        # Checkpoints in order, through the equal-epochs and equal-compute points.
+        epochs = [point["epoch"] for point in run["checkpoints"]]
+        assert epochs == sorted(set(epochs)) and run["epochs"] in epochs
+        assert epochs[-1] >= run["epochs"] * run["n"]
         for point in run["checkpoints"]:
             for split in ("val", "test"):
                 assert 0.0 <= point[split]["acc"] <= 1.0

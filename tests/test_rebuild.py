@@ -196,30 +196,6 @@ def test_aggregate_after_chooses_the_aggregation_point():
     assert aggregate.input.shape == (None, STEPS, 5)
 
 
-@pytest.mark.parametrize(
-    "kwargs, error, match",
-    [
-        ({"aggregate_after": "head"}, ValueError, r"`aggregate_after`: layer 'head' is the classification head"),
-        ({"aggregate_after": 3}, TypeError, r"`aggregate_after` must be a layer name"),
-        ({"head": "gru"}, ValueError, r"`head`: layer 'gru' is a GRU"),
-        ({"head": ["head", "head"]}, ValueError, r"`head`: the model has 1 output"),
-    ],
-    ids=["after-head", "not-a-name", "head-not-dense", "head-count"],
-)
-def test_head_and_aggregate_after_are_validated(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        wrap(_recurrent(), n=2, **kwargs)
-
-
-def test_tokens_cannot_be_aggregated_before_their_embedding():
-    inputs = keras.Input((STEPS,), dtype="int32")
-    x = keras.layers.Identity(name="ids")(inputs)
-    x = keras.layers.Embedding(VOCABULARY, 4)(x)
-    model = _classifier(inputs, keras.layers.LSTM(3)(x))
-    with pytest.raises(ValueError, match=r"integer inputs .* aggregated after their embedding"):
-        wrap(model, n=2, aggregate_after="ids")
-
-
 def _two_inputs():
     image, meta = keras.Input((4, 4, 2), name="image"), keras.Input((3,), name="meta")
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
@@ -232,11 +208,6 @@ def test_multi_input_aggregates_each_input_alike(rng, jit_compile):
     model = wrap(backbone, n=2, width=1.5)
     x = [rng.random((8, 4, 4, 2)).astype("float32"), rng.random((8, 3)).astype("float32")]
     train_and_predict(model, x, rng.integers(0, CLASSES, 8), jit_compile)
-
-
-def test_multi_input_with_shuffle_is_refused():
-    with pytest.raises(ValueError, match=r"aggregation at more than one place"):
-        wrap(_two_inputs(), n=2, shuffle=True)
 
 
 def _two_outputs():

@@ -1,22 +1,18 @@
 """examples/text_classification.py, offline: IMDB replaced by tfds mock data."""
 
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-EXAMPLE = pathlib.Path(__file__).parents[1] / "examples" / "text_classification.py"
+from script_loader import load_script  # noqa: E402
+
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("text_classification", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/text_classification.py", "text_classification")
 
 
 def test_imdb_loads_as_texts_and_labels(example):
