@@ -255,7 +255,7 @@ def wrap(
         )
     return rebuild.rebuild_model(
         backbone, aggregation, width=width, head=head,
-        aggregate_after=aggregate_after, name=name,
+        aggregate_after=aggregate_after, name=name, source=model,
     )
 
 
