@@ -2,18 +2,22 @@
 
 Every layer of a Functional or Sequential backbone is cloned from its config,
 its width multiplied by `width`; `Aggregate` goes before the first layer that
-mixes channels and the head gets `n * K` outputs (see `_walker.py`). The
-result has fresh weights, except that stateful preprocessing layers are
-shared with the backbone as they are.
+mixes channels and the head gets `n * K` outputs (see `_walker.py`). At
+`width=1.0` the backbone's weights are kept where shapes allow (see
+`_pretrained.py`); otherwise the result has fresh weights, and `wrap` warns
+when the backbone looks pretrained. Stateful preprocessing layers are shared
+with the backbone as they are.
 """
 
 import math
+import warnings
 
 import keras
 
 from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
+from keras_agrlearn import _pretrained
 from keras_agrlearn import _walker
 from keras_agrlearn.model import AgrLearnModel
 
@@ -54,7 +58,10 @@ def aggregation_axes(model, head=None, aggregate_after=None):
     return _walker.aggregation_axes(graph, heads, after)
 
 
-def rebuild_model(model, aggregation, width=1.0, head=None, aggregate_after=None, name=None):
+def rebuild_model(
+    model, aggregation, width=1.0, head=None, aggregate_after=None, name=None,
+    source=None,
+):
     """Builds the rebuild-strategy AgrLearn model of `model` (see `wrap`).
 
     Args:
@@ -64,9 +71,17 @@ def rebuild_model(model, aggregation, width=1.0, head=None, aggregate_after=None
         head: str, list of str or None, the head layer name(s).
         aggregate_after: str or None, the layer after which to aggregate.
         name: str or None, the new model's name.
+        source: the model given to `wrap` (`model` when None), whose
+            optimizer tells whether it was trained.
 
     Returns:
-        A new, uncompiled `AgrLearnModel` taking and returning per-sample tensors.
+        A new, uncompiled `AgrLearnModel` taking and returning per-sample
+        tensors. At `width=1.0` it starts from the backbone's weights where
+        shapes allow (see `_pretrained.keep_weights`).
+
+    Warns:
+        UserWarning: when weights of a backbone that looks pretrained
+            (`_pretrained.looks_pretrained`) are re-initialised.
     """
     graph = _graph.functional_of(model)
     heads = _head.find_heads(graph, head)
@@ -87,7 +102,18 @@ def rebuild_model(model, aggregation, width=1.0, head=None, aggregate_after=None
                 f"the output of model '{model.name}'; pass `head=` the name of "
                 "the layer that produces the class scores."
             )
-    return AgrLearnModel(inputs, outputs, name=name)
+    rebuilt = AgrLearnModel(inputs, outputs, name=name)
+    if width == 1.0:
+        reset = _pretrained.keep_weights(walker.pairs.values(), heads, aggregation.n)
+    else:
+        reset = [layer.name for layer, _ in walker.pairs.values() if layer.weights]
+    source = model if source is None else source
+    if reset and _pretrained.looks_pretrained(graph, source):
+        warnings.warn(
+            _pretrained.reset_warning(source.name, reset, width), UserWarning,
+            stacklevel=3,
+        )
+    return rebuilt
 
 
 class Rebuilder(_walker.GraphWalker):
@@ -96,6 +122,13 @@ class Rebuilder(_walker.GraphWalker):
     def __init__(self, aggregation, heads, aggregate_after, width):
         super().__init__(aggregation, heads, aggregate_after)
         self.width = width
+        # id(original) -> (original, clone), to copy weights once built.
+        self.pairs = {}
+
+    def clone(self, layer, **overrides):
+        clone = super().clone(layer, **overrides)
+        self.pairs[id(layer)] = (layer, clone)
+        return clone
 
     def layer_for(self, layer, args):
         if isinstance(layer, keras.layers.Reshape):

@@ -79,9 +79,21 @@ def wrap(
       the same grouping.
 
     `n=1` gives the original architecture with the same number of
-    parameters (freshly initialised), the natural baseline. Weights are never
-    copied from the backbone, except that stateful preprocessing layers are
-    shared with it as they are.
+    parameters, the natural baseline. Stateful preprocessing layers are
+    shared with the backbone as they are. Other weights are kept only with
+    `width=1.0` (the default width is `sqrt(n)`, so pass it explicitly for
+    `n > 1`): weights whose shape is unchanged are copied; the first
+    channel-mixing layer (`Dense` or `Conv`, now with n*C input channels)
+    starts from the pretrained kernel tiled n times along its input channels
+    and divided by n, so a sample replicated in all n slots gives the
+    original pre-activation; the `n * K` head starts from the pretrained
+    kernel and bias tiled n times, each slot as the pretrained head. With
+    `n=1`, or `inference="replicate"`, the wrapped model then predicts as the
+    backbone until trained. Weights that cannot be kept are freshly
+    initialised, and when the backbone looks pretrained (its optimizer has
+    taken a step, or a weight with a constant initializer, such as a bias or
+    a `BatchNormalization` statistic, no longer holds that constant) `wrap`
+    warns and names `strategy="stem"`.
 
     `strategy="stem"` (subclassed models that cannot be traced or have no
     head of their own, or pretrained backbones whose weights must be kept)
@@ -172,6 +184,11 @@ def wrap(
             built, a layer that cannot work on aggregated samples (named in
             the message), or a model whose classification head cannot be found.
 
+    Warns:
+        UserWarning: when the rebuild strategy re-initialises weights of a
+            backbone that looks pretrained (see above); the message names the
+            layers and `strategy="stem"`.
+
     Example:
 
     >>> backbone = keras.Sequential([
@@ -255,7 +272,7 @@ def wrap(
         )
     return rebuild.rebuild_model(
         backbone, aggregation, width=width, head=head,
-        aggregate_after=aggregate_after, name=name,
+        aggregate_after=aggregate_after, name=name, source=model,
     )
 
 
@@ -319,8 +336,9 @@ def _choose_strategy(model, strategy, classes):
             return strategy, model, _KEPT, None
         return "rebuild", model, (
             "requested" if strategy else
-            f"{type(model).__name__} models are rebuilt layer by layer, widened "
-            "and freshly initialised (strategy='stem' keeps pretrained weights)"
+            f"{type(model).__name__} models are rebuilt layer by layer, widened; "
+            "weights are kept only at width=1.0 (strategy='stem' keeps "
+            "pretrained weights)"
         ), None
     if strategy == "stem":
         return strategy, model, _KEPT, None
@@ -334,8 +352,8 @@ def _choose_strategy(model, strategy, classes):
     if problem is None:
         return "rebuild", graph, (
             f"the call of subclassed model {type(model).__name__} was traced to "
-            "a layer graph, which is rebuilt layer by layer, widened and "
-            "freshly initialised"
+            "a layer graph, which is rebuilt layer by layer and widened "
+            "(weights are kept only at width=1.0)"
         ), None
     if strategy == "rebuild":
         raise ValueError(
