@@ -150,7 +150,10 @@ def wrap(
             (`docs/DROPIN.md`): they reached the plain model's accuracy
             (within 0.3 points) with a lower NLL on MNIST-1D and digits, at
             2-4 x its training time (twice the forward passes per epoch,
-            each about n times as costly).
+            each about n times as costly). On a backbone that overfits when
+            widened (the Fashion-MNIST convnet of that study) they lose
+            calibration: there pass `objective="slots"` (and try
+            `width=1.0`), or tune them with `AgrLearnHyperModel`.
         draws: int >= 1, companion sets per sample in contextual inference.
             Defaults to `4`.
         seed: int or None, seed of the permutations and companions.
