@@ -9,7 +9,10 @@ and memory for one aggregated tensor of the repeated batch.
   repetition=0, batch_repetition=b)` with b in `--bs`, both objectives
   ("mean" and "slots"), after warm-up; variants run interleaved in a new
   order each repeat, medians of wall and CPU seconds are reported, and
-  `ratio = step(b) / (b * step(1))`.
+  `ratio = step(b) / (b * step(1))`. A network's step time per group also
+  grows with its batch (caches), so each b > 1 is also compared with the
+  b = 1 model making the same groups from b-times larger batches of the
+  data tiled b times: that ratio is what batch repetition itself costs.
 - Memory: `Aggregate(n, batch_repetition=b)` alone in training mode, compiled
   as `fit` compiles it (eager on PyTorch), on a large batch: the growth of the
   process's peak resident set next to the analytic size of the aggregated
@@ -44,19 +47,38 @@ from keras_agrlearn import Aggregate  # noqa: E402
 
 
 def step_tasks(args, x, y):
+    """Timed `fit` epochs, keyed by (backbone, objective, b, reference).
+
+    `reference` is False for the model with batch repetition b. The
+    reference task (True, b > 1) makes the same network work another way: the
+    b = 1 model fed the data tiled b times in b-times larger batches, so both
+    run b x the groups per step; their ratio is what batch repetition itself
+    costs, apart from how the network's step time grows with its batch.
+    """
     tasks = {}
     for name in args.backbones:
         make = throughput.resnet if name == "resnet" else throughput.small_cnn
         backbone = make(x.shape[1:])
         for objective in ("mean", "slots"):
+            models = {}
             for b in args.bs:
                 model = keras_agrlearn.wrap(
                     backbone, args.n, repetition=0.0, batch_repetition=b, objective=objective
                 )
                 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-                tasks[name, objective, b] = (
+                models[b] = model
+                tasks[name, objective, b, False] = (
                     lambda model=model: model.fit(
                         x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False
+                    )
+                )
+            for b in args.bs:
+                if b == 1:
+                    continue
+                tiled_x, tiled_y = np.concatenate([x] * b), np.concatenate([y] * b)
+                tasks[name, objective, b, True] = (
+                    lambda model=models[1], tx=tiled_x, ty=tiled_y, b=b: model.fit(
+                        tx, ty, batch_size=args.batch * b, epochs=1, verbose=0, shuffle=False
                     )
                 )
     return tasks
@@ -129,8 +151,8 @@ def memory_rows(args, argv):
 def tables(directory):
     """Markdown tables of every `BACKEND.json` (and `BACKEND-memory.json`) in `directory`."""
     lines = [
-        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x step(1)), CPU time | same, wall |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x step(1)), CPU time | same, wall | step(b) / same groups from a b x batch, CPU time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     memory = [
         "| backend | b | aggregated tensor MiB | peak growth MiB | peak / aggregated |",
@@ -148,7 +170,7 @@ def tables(directory):
             lines.append(
                 f"| {result['backend']} | {row['backbone']} | {row['objective']} | "
                 f"{row['batch_repetition']} | {row['wall_s']:.2f} | {row['cpu_ratio']:.3f} | "
-                f"{row['wall_ratio']:.3f} |"
+                f"{row['wall_ratio']:.3f} | {row.get('cpu_over_same_work', 1.0):.3f} |"
             )
         for row in result["memory"]:
             memory.append(
@@ -190,20 +212,29 @@ def main(argv=None):
     tasks = {} if args.memory_only else step_tasks(args, x, y)
     wall, cpu = throughput.measure(tasks, args.repeats, warmup=1, seed=0)
     steps = []
-    for (name, objective, b), times in wall.items():
-        reference_wall = statistics.median(wall[name, objective, 1])
-        reference_cpu = statistics.median(cpu[name, objective, 1])
-        steps.append(
-            {
-                "backbone": name,
-                "objective": objective,
-                "batch_repetition": b,
-                "wall_s": statistics.median(times),
-                "cpu_s": statistics.median(cpu[name, objective, b]),
-                "wall_ratio": statistics.median(times) / (b * reference_wall),
-                "cpu_ratio": statistics.median(cpu[name, objective, b]) / (b * reference_cpu),
-            }
-        )
+    for (name, objective, b, reference), times in wall.items():
+        if reference:
+            continue
+        reference_wall = statistics.median(wall[name, objective, 1, False])
+        reference_cpu = statistics.median(cpu[name, objective, 1, False])
+        row = {
+            "backbone": name,
+            "objective": objective,
+            "batch_repetition": b,
+            "wall_s": statistics.median(times),
+            "cpu_s": statistics.median(cpu[name, objective, b, False]),
+            "wall_ratio": statistics.median(times) / (b * reference_wall),
+            "cpu_ratio": statistics.median(cpu[name, objective, b, False]) / (b * reference_cpu),
+        }
+        if b > 1:
+            # The same groups per step from a b-times larger batch.
+            row["cpu_over_same_work"] = row["cpu_s"] / statistics.median(
+                cpu[name, objective, b, True]
+            )
+            row["wall_over_same_work"] = row["wall_s"] / statistics.median(
+                wall[name, objective, b, True]
+            )
+        steps.append(row)
     result = {
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
@@ -220,7 +251,8 @@ def main(argv=None):
     for row in steps:
         print(f"{row['backbone']:7s} {row['objective']:5s} b={row['batch_repetition']}: "
               f"wall {row['wall_s']:.3f} s (ratio {row['wall_ratio']:.3f}), "
-              f"cpu ratio {row['cpu_ratio']:.3f}")
+              f"cpu ratio {row['cpu_ratio']:.3f}, "
+              f"over same work {row.get('cpu_over_same_work', 1.0):.3f}")
     for row in result["memory"]:
         print(f"memory b={row['batch_repetition']}: peak growth {row['peak_growth_mib']:.1f} MiB, "
               f"aggregated {row['aggregated_mib']:.1f} MiB ({row['peak_over_aggregated']:.2f} x)")
