@@ -91,3 +91,28 @@ def test_overhead_profile_runs_with_tiny_sizes(throughput, tmp_path):
     if keras.backend.backend() == "torch":
         calls = {row["model"]: row["aten_calls"] for row in report["operators"]}
         assert calls["wrapped"] > calls["limit"] > 0
+
+
+def test_batch_repetition_script_runs_with_tiny_sizes(tmp_path, capsys):
+    script = load_script("benchmarks/batch_repetition.py", "batch_repetition")
+    out = tmp_path / "results.json"
+    script.main(
+        [
+            "--backbones=cnn",
+            "--bs=1,2",
+            "--image-shape=6,6,1",
+            "--samples=12",
+            "--batch=6",
+            "--repeats=1",
+            "--memory-batch=12",
+            f"--out={out}",
+        ]
+    )
+    report = json.loads(out.read_text())
+    steps = {(row["objective"], row["batch_repetition"]): row for row in report["steps"]}
+    assert set(steps) == {("mean", 1), ("mean", 2), ("slots", 1), ("slots", 2)}
+    assert steps["mean", 1]["cpu_ratio"] == 1.0 and steps["mean", 2]["cpu_over_same_work"] > 0
+    assert [row["batch_repetition"] for row in report["memory"]] == [1, 2]
+    assert report["memory"][1]["aggregated_mib"] == 2 * report["memory"][0]["aggregated_mib"]
+    script.main([f"--tables={tmp_path}"])
+    assert "| cnn | slots | 2 |" in capsys.readouterr().out
