@@ -12,9 +12,10 @@ import numpy as np
 PROTOCOLS = ("replicate", "contextual", "group")
 
 
-def load_records(records_dir):
+def load_records(records_dir, pattern="records*.jsonl"):
+    """The records of the JSON-lines files matching `pattern`, the last per key."""
     records = {}
-    for path in sorted(Path(records_dir).glob("records*.jsonl")):
+    for path in sorted(Path(records_dir).glob(pattern)):
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)

@@ -76,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 import keras_agrlearn  # noqa: E402
 from experiments import corruptions  # noqa: E402
 from experiments import datasets  # noqa: E402
+from experiments import records  # noqa: E402
 from experiments import uncertainty_report  # noqa: E402
 
 DATASETS = uncertainty_report.DATASETS
@@ -386,13 +387,7 @@ def records_path(records_dir, dataset):
 
 
 def load_records(records_dir):
-    records = {}
-    for path in sorted(Path(records_dir).glob("uncertainty-*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                records[record["key"]] = record
-    return list(records.values())
+    return records.load_records(records_dir, "uncertainty-*.jsonl")
 
 
 def study(options):
