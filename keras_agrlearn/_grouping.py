@@ -18,6 +18,7 @@ PyTorch, TensorFlow with a fixed signature) and scalar tensors otherwise, so
 the arithmetic below sticks to operators that both support.
 """
 
+import keras
 from keras import ops
 from keras import random
 
@@ -91,6 +92,47 @@ def slots_to_groups(x, n, axis):
         x = ops.moveaxis(x, 1, axis)
     merged = shape[axis - 1] * n
     return ops.reshape(x, [-1] + shape[: axis - 1] + [merged] + shape[axis:])
+
+
+def channels_first_memory(rank, axis):
+    """True where aggregation writes its output channels-first in memory.
+
+    Keras' PyTorch convolutions and pooling move channels-last inputs to
+    channels-first and copy them there (`.contiguous()`) unless they already lie
+    that way. Aggregation copies its input anyway, so on PyTorch it writes the
+    aggregated tensor in that order and returns the channels-last view of it:
+    the first layer then skips one copy, and a gather goes straight into the
+    output, with no intermediate slot tensor (one aggregated tensor in memory,
+    not two). Values are the same on every backend; only the memory order
+    differs.
+    """
+    return keras.backend.backend() == "torch" and rank >= 3 and axis == rank - 1
+
+
+def to_groups(x, n, axis, sources=None):
+    """(B, ..., C, ...) -> (G, ..., n*C, ...): slots filled by `sources` (or the
+    B samples in order when None), then grouped by `slots_to_groups`."""
+    if n > 1 and channels_first_memory(len(x.shape), axis):
+        shape = list(ops.shape(x))
+        x = ops.moveaxis(x, -1, 1)
+        if sources is not None:
+            x = ops.take(x, sources, axis=0)
+        x = ops.reshape(x, [-1, n * shape[-1]] + shape[1:-1])
+        return ops.moveaxis(x, 1, -1)
+    if sources is not None:
+        x = ops.take(x, sources, axis=0)
+    return slots_to_groups(x, n, axis)
+
+
+def tile_groups(x, n, axis):
+    """(B, ..., C, ...) -> (B, ..., n*C, ...): each sample fills all n slots."""
+    rank = len(x.shape)
+    reps = [1] * rank
+    if channels_first_memory(rank, axis):
+        reps[1] = n
+        return ops.moveaxis(ops.tile(ops.moveaxis(x, -1, 1), reps), 1, -1)
+    reps[axis] = n
+    return ops.tile(x, reps)
 
 
 def groups_to_slots(y, n, axis):

@@ -144,20 +144,15 @@ class Aggregate(keras.layers.Layer):
         readout = None
         if layout == _grouping.TILE:
             # Tiling along the feature axis is the replicate layout in one copy.
-            reps = [1] * len(inputs.shape)
-            reps[axis] = self.n
-            outputs = ops.tile(inputs, reps)
+            outputs = _grouping.tile_groups(inputs, self.n, axis)
         elif layout == _grouping.CONSECUTIVE:
-            if isinstance(batch, int) and batch % self.n == 0:
-                slots = inputs
-            else:
+            sources = None
+            if not (isinstance(batch, int) and batch % self.n == 0):
                 sources, _ = _grouping.group_plan(batch, self.n)
-                slots = ops.take(inputs, sources, axis=0)
-            outputs = _grouping.slots_to_groups(slots, self.n, axis)
+            outputs = _grouping.to_groups(inputs, self.n, axis, sources)
         else:
             sources, readout = self._gather_plan(batch, mode)
-            slots = ops.take(inputs, sources, axis=0)
-            outputs = _grouping.slots_to_groups(slots, self.n, axis)
+            outputs = _grouping.to_groups(inputs, self.n, axis, sources)
         if not return_readout:
             return outputs
         if readout is None:
