@@ -4,11 +4,14 @@ Measures training (`fit`) and inference (`predict`) throughput in samples per
 second for, per backbone:
 
 - `plain`: the backbone itself;
-- `replicate`: `wrap(backbone, n, inference="replicate", repetition=0.0, batch_repetition=1)`;
-- `group`: `wrap(backbone, n, inference="group", repetition=0.0, batch_repetition=1)`;
+- `replicate`: `wrap(backbone, n, width=1.0, inference="replicate",
+  repetition=0.0, batch_repetition=1)`;
+- `group`: the same with `inference="group"`;
 - `limit`: the identical inner network (the wrapped model's own layers between
-  `Aggregate` and `Deaggregate`, sharing its weights), fed arrays aggregated
-  beforehand with NumPy, so it pays nothing for aggregation. Its `fit` and
+  `Aggregate` and `Deaggregate`, sharing its weights, then the head's
+  softmax on each slot's scores, as the wrapped model applies it to each
+  sample's), fed arrays aggregated beforehand with NumPy, so it pays nothing
+  for aggregation and computes the same probabilities. Its `fit` and
   group `predict` take `(B / n, ..., n * C)` arrays, its replicate `predict`
   the `(B, ..., n * C)` tiled arrays; a limit row carries n samples in `fit`
   and group `predict`, one in replicate `predict`.
@@ -75,11 +78,23 @@ def resnet(shape, classes=CLASSES, filters=(16, 32, 64), blocks=1):
 # The limit: the wrapped model without Aggregate and Deaggregate -------------
 
 
+class SlotSoftmax(keras.layers.Layer):
+    """Softmax over each slot's `classes` scores of `(G, n * classes)` inputs."""
+
+    def __init__(self, classes, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+
+    def call(self, scores):
+        probabilities = ops.softmax(ops.reshape(scores, (-1, self.classes)), axis=-1)
+        return ops.reshape(probabilities, (-1, scores.shape[-1]))
+
+
 def inner_network(wrapped):
     """The wrapped model's layers from `Aggregate` to `Deaggregate`, weights shared.
 
-    Takes aggregated inputs `(G, ..., n * C)` and returns the head's `(G, n * K)`
-    scores before the per-sample activation.
+    Takes aggregated inputs `(G, ..., n * C)` and returns `(G, n * K)`
+    probabilities: the head's scores with the softmax applied per slot.
     """
     (aggregate,) = [l for l in wrapped.layers if isinstance(l, Aggregate)]
     inputs = keras.Input(aggregate.output.shape[1:], name="aggregated")
@@ -91,20 +106,22 @@ def inner_network(wrapped):
         if isinstance(layer, Deaggregate):
             scores.append(args[0])
         if scores:
-            # The per-sample activation moves into the loss (`grouped_loss`).
+            # Layers after Deaggregate (the per-sample activation) are
+            # replaced by SlotSoftmax below.
             return scores[0]
         return layer(*args, **kwargs)
 
     sample = keras.Input(wrapped.inputs[0].shape[1:])
     _keras_internals.run_graph(wrapped, sample, call_fn)
-    return keras.Model(inputs, scores[0], name=f"limit_{wrapped.name}")
+    probabilities = SlotSoftmax(wrapped.outputs[0].shape[-1])(scores[0])
+    return keras.Model(inputs, probabilities, name=f"limit_{wrapped.name}")
 
 
 def grouped_loss(classes):
     """The wrapped model's loss on `(G, n * K)` scores and `(G, n)` labels."""
 
     def loss(y_true, y_pred):
-        probabilities = ops.softmax(ops.reshape(y_pred, (-1, classes)), axis=-1)
+        probabilities = ops.reshape(y_pred, (-1, classes))
         labels = ops.reshape(y_true, (-1,))
         return keras.losses.sparse_categorical_crossentropy(labels, probabilities)
 
@@ -152,9 +169,17 @@ def build_tasks(args, x, y):
         for n in args.ns:
             # No input repetition: it changes the work done, not what aggregation costs.
             replicate = compiled(
-                keras_agrlearn.wrap(backbone, n, inference="replicate", repetition=0.0, batch_repetition=1)
+                keras_agrlearn.wrap(
+                    backbone, n, width=1.0, inference="replicate", repetition=0.0,
+                    batch_repetition=1,
+                )
             )
-            group = compiled(keras_agrlearn.wrap(backbone, n, inference="group", repetition=0.0, batch_repetition=1))
+            group = compiled(
+                keras_agrlearn.wrap(
+                    backbone, n, width=1.0, inference="group", repetition=0.0,
+                    batch_repetition=1,
+                )
+            )
             limit = compiled(inner_network(replicate), loss=grouped_loss(CLASSES))
             x_group = aggregate_numpy(x, n, replicate=False)
             x_replicate = aggregate_numpy(x, n, replicate=True)

@@ -67,11 +67,15 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
         aggregated,
         keras.ops.convert_to_numpy(keras_agrlearn.Aggregate(n, inference=inference)(x)),
     )
-    scores = keras.ops.convert_to_numpy(limit(aggregated))
-    scores = scores.reshape(-1, n, throughput.CLASSES)
+    slots = keras.ops.convert_to_numpy(limit(aggregated)).reshape(-1, n, throughput.CLASSES)
+    np.testing.assert_allclose(slots.sum(axis=-1), 1.0, atol=1e-5)
     if inference == "replicate":
-        scores = scores.mean(axis=1)
-    probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(scores.reshape(len(x), -1)))
+        # The wrapped model averages the slots' scores before the softmax.
+        probabilities = keras.ops.convert_to_numpy(
+            keras.ops.softmax(np.log(slots).mean(axis=1))
+        )
+    else:
+        probabilities = slots.reshape(len(x), -1)
     np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(wrapped(x)), atol=1e-5)
 
 
@@ -112,6 +116,7 @@ def test_batch_repetition_script_runs_with_tiny_sizes(tmp_path, capsys):
     steps = {(row["objective"], row["batch_repetition"]): row for row in report["steps"]}
     assert set(steps) == {("mean", 1), ("mean", 2), ("slots", 1), ("slots", 2)}
     assert steps["mean", 1]["cpu_ratio"] == 1.0 and steps["mean", 2]["cpu_over_same_work"] > 0
+    assert steps["mean", 1]["plain_cpu_ratio"] == 1.0 and steps["mean", 2]["plain_cpu_ratio"] > 0
     assert [row["batch_repetition"] for row in report["memory"]] == [1, 2]
     assert report["memory"][1]["aggregated_mib"] == 2 * report["memory"][0]["aggregated_mib"]
     script.main([f"--tables={tmp_path}"])
