@@ -12,7 +12,10 @@ and memory for one aggregated tensor of the repeated batch.
   `ratio = step(b) / (b * step(1))`. A network's step time per group also
   grows with its batch (caches), so each b > 1 is also compared with the
   b = 1 model making the same groups from b-times larger batches of the
-  data tiled b times: that ratio is what batch repetition itself costs.
+  data tiled b times: that ratio is what batch repetition itself costs. The
+  plain backbone fed the data tiled b times in b-times larger batches, over
+  b x its own step, shows how the backend's step time grows with the batch
+  for a network without any aggregation.
 - Memory: `Aggregate(n, batch_repetition=b)` alone in training mode, compiled
   as `fit` compiles it (eager on PyTorch), on a large batch: the growth of the
   process's peak resident set next to the analytic size of the aggregated
@@ -59,6 +62,14 @@ def step_tasks(args, x, y):
     for name in args.backbones:
         make = throughput.resnet if name == "resnet" else throughput.small_cnn
         backbone = make(x.shape[1:])
+        plain = make(x.shape[1:])
+        plain.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        for b in args.bs:
+            tasks[name, "plain", b, False] = (
+                lambda b=b, tx=np.concatenate([x] * b), ty=np.concatenate([y] * b): plain.fit(
+                    tx, ty, batch_size=args.batch * b, epochs=1, verbose=0, shuffle=False
+                )
+            )
         for objective in ("mean", "slots"):
             models = {}
             for b in args.bs:
@@ -84,7 +95,7 @@ def step_tasks(args, x, y):
     return tasks
 
 
-def training_call(layer, inputs):
+def training_call(layer, inputs, jit_compile=False):
     """The layer's training call, compiled the way `fit` compiles it.
 
     Permuted layouts are returned with their readout, as `Deaggregate` needs
@@ -110,7 +121,9 @@ def training_call(layer, inputs):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        fn = tf.function(lambda t: layer(t, training=True, return_readout=True)[0])
+        fn = tf.function(
+            lambda t: layer(t, training=True, return_readout=True)[0], jit_compile=jit_compile
+        )
         # Traced without running, so no buffer of this size is pooled yet.
         fn.get_concrete_function(tf.TensorSpec(inputs.shape, inputs.dtype))
         return fn
@@ -126,7 +139,8 @@ def memory_row(args, b):
     input_mib = float(np.prod(shape) * 4 / 2**20)
     layer = Aggregate(args.n, batch_repetition=b, shuffle=b == 1, seed=0)
     layer(small)  # builds the layer outside the measured region
-    growth, _ = throughput._peak_growth_mib(training_call(layer, inputs), inputs)
+    call = training_call(layer, inputs, jit_compile=args.memory_jit_compile)
+    growth, _ = throughput._peak_growth_mib(call, inputs)
     return {
         "batch_repetition": b,
         "input_mib": input_mib,
@@ -151,8 +165,8 @@ def memory_rows(args, argv):
 def tables(directory):
     """Markdown tables of every `BACKEND.json` (and `BACKEND-memory.json`) in `directory`."""
     lines = [
-        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x step(1)), CPU time | same, wall | step(b) / same groups from a b x batch, CPU time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x step(1)), CPU time | same, wall | step(b) / same groups from a b x batch, CPU time | plain backbone: step on a b x batch / (b x step), CPU time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     memory = [
         "| backend | b | aggregated tensor MiB | peak growth MiB | peak / aggregated |",
@@ -170,7 +184,8 @@ def tables(directory):
             lines.append(
                 f"| {result['backend']} | {row['backbone']} | {row['objective']} | "
                 f"{row['batch_repetition']} | {row['wall_s']:.2f} | {row['cpu_ratio']:.3f} | "
-                f"{row['wall_ratio']:.3f} | {row.get('cpu_over_same_work', 1.0):.3f} |"
+                f"{row['wall_ratio']:.3f} | {row.get('cpu_over_same_work', 1.0):.3f} | "
+                + (f"{row['plain_cpu_ratio']:.3f} |" if "plain_cpu_ratio" in row else "|")
             )
         for row in result["memory"]:
             memory.append(
@@ -191,6 +206,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-batch", type=int, default=3072)
     parser.add_argument("--memory-only", action="store_true", help="skip the step timings")
+    parser.add_argument("--memory-jit-compile", action="store_true",
+                        help="TensorFlow: compile the memory call with XLA (jit_compile=True)")
     parser.add_argument("--memory-one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", help="JSON results path")
     parser.add_argument("--tables", metavar="DIR", help="print the tables of DIR's results and exit")
@@ -213,7 +230,7 @@ def main(argv=None):
     wall, cpu = throughput.measure(tasks, args.repeats, warmup=1, seed=0)
     steps = []
     for (name, objective, b, reference), times in wall.items():
-        if reference:
+        if reference or objective == "plain":
             continue
         reference_wall = statistics.median(wall[name, objective, 1, False])
         reference_cpu = statistics.median(cpu[name, objective, 1, False])
@@ -225,6 +242,9 @@ def main(argv=None):
             "cpu_s": statistics.median(cpu[name, objective, b, False]),
             "wall_ratio": statistics.median(times) / (b * reference_wall),
             "cpu_ratio": statistics.median(cpu[name, objective, b, False]) / (b * reference_cpu),
+            # The plain backbone: a step on a b-times larger batch over b steps.
+            "plain_cpu_ratio": statistics.median(cpu[name, "plain", b, False])
+            / (b * statistics.median(cpu[name, "plain", 1, False])),
         }
         if b > 1:
             # The same groups per step from a b-times larger batch.
