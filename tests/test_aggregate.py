@@ -68,6 +68,27 @@ def test_replicate_layout_matches_reference(shape, axis, n, rng):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(mean), x, rtol=1e-6)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="a PyTorch memory order")
+@pytest.mark.parametrize(
+    "kwargs,training,batch",
+    [
+        ({}, False, 6),
+        ({}, False, 7),
+        ({"inference": "replicate"}, False, 5),
+        ({"shuffle": True}, True, 6),
+        ({"batch_repetition": 2, "repetition": 0.5}, True, 7),
+    ],
+)
+def test_torch_output_lies_channels_first_in_memory(kwargs, training, batch, rng):
+    # Keras' PyTorch convolutions copy channels-last inputs to channels-first
+    # unless they already lie that way; Aggregate writes its output so.
+    for shape in [(4, 5, 2), (5, 2)]:  # Conv2D and Conv1D inputs
+        x = rng.normal(size=(batch,) + shape).astype("float32")
+        y = Aggregate(3, seed=1, **kwargs)(x, training=training, return_readout=True)[0]
+        assert y.shape[-1] == 6
+        assert keras.ops.moveaxis(y, -1, 1).is_contiguous()
+
+
 @pytest.mark.parametrize(
     "kwargs,training",
     [
