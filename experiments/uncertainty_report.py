@@ -106,6 +106,46 @@ def shift_table(methods):
     return lines
 
 
+def summary_table(groups):
+    """One row per dataset and method: the headline numbers and costs against plain.
+
+    `NLL gap closed` is (plain NLL - method NLL) / (plain NLL - ensemble NLL);
+    `AUROC` the near-OOD (held-out classes) entropy AUROC; `shift NLL` the
+    mean NLL over every shifted set and severity; costs are the training and
+    test-set inference seconds over plain's.
+    """
+    lines = [
+        "| dataset | method | accuracy | NLL | ECE | Brier | NLL gap closed | disagreement | "
+        "AUROC held-out | shift NLL | train cost | inference cost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, methods in groups.items():
+        mean = {m: {k: np.mean([r["test"][k] for r in runs]) for k in ("nll",)}
+                for m, runs in methods.items()}
+        cost = {m: (np.mean([r["train_s"] for r in runs]), np.mean([r["infer_s"] for r in runs]))
+                for m, runs in methods.items()}
+        for method, runs in methods.items():
+            test = lambda key: [r["test"][key] for r in runs if key in r["test"]]  # noqa: E731
+            gap = "-"
+            if method not in ("plain", "ensemble") and {"plain", "ensemble"} <= set(methods):
+                width = mean["plain"]["nll"] - mean["ensemble"]["nll"]
+                if width > 0:
+                    gap = f"{100 * (mean['plain']['nll'] - mean[method]['nll']) / width:.0f} %"
+            shifted = [np.mean([level["nll"] for sets in r["shift"].values() for level in sets])
+                       for r in runs if r["shift"]]
+            train, infer = cost[method]
+            plain_train, plain_infer = cost.get("plain", (float("nan"), float("nan")))
+            lines.append(
+                f"| {dataset} | {LABELS[method]} | {mean_std(test('accuracy'))} | "
+                f"{mean_std(test('nll'))} | {mean_std(test('ece'))} | {mean_std(test('brier'))} | "
+                f"{gap} | {mean_std(test('disagreement'))} | "
+                f"{mean_std([r['ood']['held_out']['entropy']['ood_auroc'] for r in runs])} | "
+                f"{mean_std(shifted) if shifted else '-'} | {train / plain_train:.1f} x | "
+                f"{infer / plain_infer:.1f} x |"
+            )
+    return lines
+
+
 def gap_summary(methods):
     """The issue's yardsticks: NLL gap closed, OOD AUROC against plain."""
     if not {"plain", "ensemble"} <= set(methods):
@@ -152,6 +192,7 @@ def write(records, out, command="python experiments/uncertainty.py"):
         "for one pass over the test set. See `experiments/uncertainty.py` for the protocol.",
         "",
     ]
+    lines += ["### Summary", ""] + summary_table(groups) + [""]
     for dataset, methods in groups.items():
         lines += [f"### {dataset}", ""] + main_table(methods) + [""]
         lines += gap_summary(methods) + [""]
