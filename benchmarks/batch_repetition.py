@@ -187,9 +187,12 @@ def tables(directory):
                 f"{row['wall_ratio']:.3f} | {row.get('cpu_over_same_work', 1.0):.3f} | "
                 + (f"{row['plain_cpu_ratio']:.3f} |" if "plain_cpu_ratio" in row else "|")
             )
+        backend = result["backend"]
+        if result.get("settings", {}).get("memory_jit_compile"):
+            backend += " (jit_compile=True)"
         for row in result["memory"]:
             memory.append(
-                f"| {result['backend']} | {row['batch_repetition']} | {row['aggregated_mib']:.0f} | "
+                f"| {backend} | {row['batch_repetition']} | {row['aggregated_mib']:.0f} | "
                 f"{row['peak_growth_mib']:.0f} | {row['peak_over_aggregated']:.2f} |"
             )
     return "\n".join(lines) + "\n\n" + "\n".join(memory)
