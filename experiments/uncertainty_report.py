@@ -121,19 +121,14 @@ def summary_table(groups):
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, methods in groups.items():
-        mean = {m: {k: np.mean([r["test"][k] for r in runs]) for k in ("nll",)}
-                for m, runs in methods.items()}
         cost = {m: (np.mean([r["train_s"] for r in runs]), np.mean([r["infer_s"] for r in runs]))
                 for m, runs in methods.items()}
         for method, runs in methods.items():
             test = lambda key: [r["test"][key] for r in runs if key in r["test"]]  # noqa: E731
             gap = "-"
             if method not in ("plain", "ensemble") and {"plain", "ensemble"} <= set(methods):
-                width = mean["plain"]["nll"] - mean["ensemble"]["nll"]
-                if width > plain_nll_noise(methods):
-                    gap = f"{100 * (mean['plain']['nll'] - mean[method]['nll']) / width:.0f} %"
-                else:
-                    gap = "no gap"
+                closed = gap_closed(methods, method)
+                gap = "no gap" if closed is None else f"{100 * closed:.0f} %"
             shifted = [np.mean([level["nll"] for sets in r["shift"].values() for level in sets])
                        for r in runs if r["shift"]]
             train, infer = cost[method]
@@ -149,29 +144,37 @@ def summary_table(groups):
     return lines
 
 
-def plain_nll_noise(methods):
-    """The seed-to-seed standard deviation of plain's NLL: a smaller
-    plain-to-ensemble gap is not one a share can be taken of."""
-    values = [r["test"]["nll"] for r in methods.get("plain", [])]
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+def mean_nll(runs):
+    return float(np.mean([r["test"]["nll"] for r in runs]))
+
+
+def gap_closed(methods, method):
+    """(plain NLL - method NLL) / (plain NLL - ensemble NLL), or None when the
+    ensemble beats plain by no more than plain's seed-to-seed standard
+    deviation: no gap a share can be taken of."""
+    plain = [r["test"]["nll"] for r in methods["plain"]]
+    noise = float(np.std(plain, ddof=1)) if len(plain) > 1 else 0.0
+    gap = mean_nll(methods["plain"]) - mean_nll(methods["ensemble"])
+    if gap <= noise:
+        return None
+    return (mean_nll(methods["plain"]) - mean_nll(methods[method])) / gap
 
 
 def gap_summary(methods):
     """The issue's yardsticks: NLL gap closed, OOD AUROC against plain."""
     if not {"plain", "ensemble"} <= set(methods):
         return []
-    nll = {m: np.mean([r["test"]["nll"] for r in runs]) for m, runs in methods.items()}
+    nll = {m: mean_nll(runs) for m, runs in methods.items()}
     lines = []
     for method in ("agrlearn_default", "agrlearn_best"):
         if method not in methods:
             continue
-        gap = nll["plain"] - nll["ensemble"]
-        closed = (nll["plain"] - nll[method]) / gap if gap > 0 else float("nan")
+        closed = gap_closed(methods, method)
         text = (
             f"- {LABELS[method]}: NLL {nll[method]:.3f} (plain {nll['plain']:.3f}, "
             f"ensemble {nll['ensemble']:.3f})"
         )
-        if gap > plain_nll_noise(methods):
+        if closed is not None:
             text += f", closing {100 * closed:.0f} % of the plain-to-ensemble NLL gap"
             if closed > 1:
                 text += " (below the ensemble's NLL)"

@@ -6,7 +6,6 @@ from keras import ops
 from keras_agrlearn import _grouping
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _validation
-from keras_agrlearn import _validation
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
 
@@ -151,8 +150,22 @@ def _nested_layers(model):
             yield from _nested_layers(layer)
 
 
+class _SlotAxisLayer(keras.layers.Layer):
+    """The `n` and `axis` arguments, checked and saved, of the two slot layers."""
+
+    def __init__(self, n, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.n = _validation.check_n(n)
+        self.axis = _validation.check_axis_type(axis)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"n": self.n, "axis": self.axis})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
-class TileSlots(keras.layers.Layer):
+class TileSlots(_SlotAxisLayer):
     """Puts each sample in all n slots: `(B, ..., C)` -> `(B, ..., n*C)`.
 
     The replicate layout of `Aggregate`, in training and inference alike.
@@ -164,18 +177,9 @@ class TileSlots(keras.layers.Layer):
         **kwargs: base layer keyword arguments.
     """
 
-    def __init__(self, n, axis=-1, **kwargs):
-        super().__init__(**kwargs)
-        self.n = _validation.check_n(n)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"Argument `axis` must be an integer, got {axis!r}.")
-        self.axis = axis
-
     def call(self, inputs):
         axis = _validation.check_axis(self.axis, len(inputs.shape))
-        reps = [1] * len(inputs.shape)
-        reps[axis] = self.n
-        return ops.tile(inputs, reps)
+        return _grouping.tile_groups(inputs, self.n, axis)
 
     def compute_output_shape(self, input_shape):
         axis = _validation.check_axis(self.axis, len(input_shape))
@@ -184,14 +188,8 @@ class TileSlots(keras.layers.Layer):
             shape[axis] *= self.n
         return tuple(shape)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update({"n": self.n, "axis": self.axis})
-        return config
-
-
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
-class SlotsToRows(keras.layers.Layer):
+class SlotsToRows(_SlotAxisLayer):
     """Splits `(B, ..., n*K)` slot scores into member rows `(B*n, ..., K)`.
 
     Row `b*n + s` holds slot `s` of sample `b`, so layers after the head see
@@ -202,13 +200,6 @@ class SlotsToRows(keras.layers.Layer):
         axis: int, the axis holding the n*K scores. Defaults to `-1`.
         **kwargs: base layer keyword arguments.
     """
-
-    def __init__(self, n, axis=-1, **kwargs):
-        super().__init__(**kwargs)
-        self.n = _validation.check_n(n)
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"Argument `axis` must be an integer, got {axis!r}.")
-        self.axis = axis
 
     def call(self, inputs):
         axis = _validation.check_axis(self.axis, len(inputs.shape))
@@ -222,12 +213,6 @@ class SlotsToRows(keras.layers.Layer):
         if shape[0] is not None:
             shape[0] *= self.n
         return tuple(shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"n": self.n, "axis": self.axis})
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
 class RowsToMembers(keras.layers.Layer):
