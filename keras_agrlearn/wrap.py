@@ -149,7 +149,7 @@ def wrap(
             `wrap(model, n=3)` get the same `compile` and `fit` call
             (`docs/DROPIN.md`): they reached the plain model's accuracy
             (within 0.3 points) with a lower NLL on MNIST-1D and digits, at
-            2-4 x its training time (twice the forward passes per epoch,
+            2.3-2.9 x its training time (twice the forward passes per epoch,
             each about n times as costly). On a backbone that overfits when
             widened (the Fashion-MNIST convnet of that study) they lose
             calibration: there pass `objective="slots"` (and try
