@@ -93,9 +93,10 @@ PHASE_RUNS = {
     # objective lost NLL on the Fashion-MNIST convnet.
     "fashion-slots": [("fashion-convnet", f"b3-r0.5-slots-w{SQRT3}")],
     # The plain model and the library's defaults as they are now, on the
-    # selection workflows: run alone (nothing else on the machine) into their
-    # own records, for train-time ratios next to the accuracies.
-    "defaults": [(w, c) for w in ("mnist1d-32", "mnist1d-64", "digits-cnn")
+    # selection workflows and the ResNet: run alone (nothing else on the
+    # machine) into their own records, for train-time ratios next to the
+    # accuracies.
+    "defaults": [(w, c) for w in ("mnist1d-32", "mnist1d-64", "digits-cnn", "fashion-resnet")
                  for c in ("plain", "defaults")],
 }
 
