@@ -8,9 +8,9 @@ docs/BENCHMARKS.md), so a step with batch repetition b would cost more than b
 steps without it. There, an `AgrLearnModel` in training runs each row-wise layer
 (convolutions, dense, pooling, activations, reshapes) between `Aggregate` and
 `Deaggregate` b times, on one repetition's rows each. These layers treat rows
-independently, so the values are those of one call; every other layer (batch
-normalization included) still sees all b repetitions at once, so its batch
-statistics do not change. Other backends and devices call each layer once:
+independently, so the values are those of one call up to rounding; every
+other layer (batch normalization included) still sees all b repetitions at
+once, so its batch statistics do not change. Other backends and devices call each layer once:
 TensorFlow's and PyTorch's CPU time per row does not grow with the batch, and
 accelerators prefer large calls.
 """

@@ -31,9 +31,9 @@ class AgrLearnModel(keras.Model):
     `Aggregate` (convolutions, dense, pooling, activations, reshapes) once per
     repetition, on a b-th of the rows: XLA's CPU time per row grows with the
     rows per call, and this keeps a step with batch repetition near b times
-    the step without it. The values are those of a single call, and every
-    other layer, batch normalization included, still sees all b repetitions
-    together. Other backends and devices call every layer once.
+    the step without it. The values are those of one call up to rounding,
+    and every other layer, batch normalization included, still sees all b
+    repetitions together. Other backends and devices call every layer once.
 
     Models without slot outputs behave exactly like `keras.Model`.
     `keras_agrlearn.wrap` returns this class; build one by hand like any

@@ -149,13 +149,13 @@ def wrap(
             `wrap(model, n=3)` get the same `compile` and `fit` call
             (`docs/DROPIN.md`): they reached the plain model's accuracy
             (within 0.3 points) with a lower NLL on MNIST-1D and digits, at
-            2.3-2.9 x its training time (twice the forward passes per epoch,
+            2.5-2.9 x its training time (twice the forward passes per epoch,
             each about n times as costly). On a backbone that overfits when
             widened (the Fashion-MNIST convnet of that study) they lose
             calibration: there pass `objective="slots"` (and try
             `width=1.0`), or tune them with `AgrLearnHyperModel`. On a
             short budget (a small ResNet trained 5 epochs on Fashion-MNIST)
-            they lose 0.9 points: train longer, or keep the plain model.
+            they lose 0.5-0.9 points: train longer, or keep the plain model.
         draws: int >= 1, companion sets per sample in contextual inference.
             Defaults to `4`.
         seed: int or None, seed of the permutations and companions.
