@@ -15,6 +15,10 @@ and epochs. This study measures what that does, per backbone and seed:
   with the tutorials' small convnet and a small ResNet: the plain model
   against `wrap(model, n=3)` with the library's defaults as they are when
   the run starts (the record keeps the resolved settings).
+- `defaults`: the plain model and the defaults as they are now on MNIST-1D,
+  digits and the Fashion-MNIST ResNet, meant to run alone on the machine into
+  records of their own (`--records`, `--report`), for training times that
+  load does not distort.
 
 Target: test NLL at or below the plain model's and accuracy at most 0.3
 points below it. Every run records accuracy, NLL and ECE (validation and
