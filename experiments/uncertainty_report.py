@@ -154,10 +154,11 @@ def gap_closed(methods, method):
     deviation: no gap a share can be taken of."""
     plain = [r["test"]["nll"] for r in methods["plain"]]
     noise = float(np.std(plain, ddof=1)) if len(plain) > 1 else 0.0
-    gap = mean_nll(methods["plain"]) - mean_nll(methods["ensemble"])
+    plain_nll = mean_nll(methods["plain"])
+    gap = plain_nll - mean_nll(methods["ensemble"])
     if gap <= noise:
         return None
-    return (mean_nll(methods["plain"]) - mean_nll(methods[method])) / gap
+    return (plain_nll - mean_nll(methods[method])) / gap
 
 
 def gap_summary(methods):

@@ -21,6 +21,9 @@ import keras
 from keras import ops
 from keras import tree
 
+from keras_agrlearn.aggregate import Aggregate
+from keras_agrlearn.deaggregate import Deaggregate
+
 # Layers that treat every row on its own: the convolution and dense layers
 # that do most of a network's work, and the reshaping, pooling and activation
 # layers between them, so that consecutive ones pass their per-repetition
@@ -63,8 +66,6 @@ def _jax_on_cpu():
 
 def repetitions(model):
     """The batch repetition of `model`'s `Aggregate` layers (1 without any)."""
-    from keras_agrlearn.aggregate import Aggregate
-
     return max(
         [layer.batch_repetition for layer in model.layers if isinstance(layer, Aggregate)],
         default=1,
@@ -90,17 +91,16 @@ class RepetitionSplit:
         self.parts = {}
 
     def __call__(self, layer, call):
-        from keras_agrlearn.aggregate import Aggregate
-        from keras_agrlearn.deaggregate import Deaggregate
+        if isinstance(layer, Aggregate):
+            return self._aggregate(call)
+        if isinstance(layer, Deaggregate):
+            return call
+        row_wise = isinstance(layer, ROW_WISE_LAYERS)
 
         def run(*args, **kwargs):
-            if isinstance(layer, Aggregate):
-                outputs = call(*args, **kwargs)
-                self._mark(tree.flatten(outputs)[:1])
-                return outputs
-            if isinstance(layer, Deaggregate) or not self._carries(args, kwargs):
+            if not self._carries(args, kwargs):
                 return call(*args, **kwargs)
-            if isinstance(layer, ROW_WISE_LAYERS) and self._splittable(args, kwargs):
+            if row_wise and self._splittable(args, kwargs):
                 parts = self.parts.get(id(args[0]))
                 if parts is None:
                     parts = ops.split(args[0], self.count, axis=0)
@@ -110,6 +110,16 @@ class RepetitionSplit:
             else:
                 outputs = call(*args, **kwargs)
             self._mark(tree.flatten(outputs))
+            return outputs
+
+        return run
+
+    def _aggregate(self, call):
+        """`Aggregate`'s call; its first output holds the repeated rows."""
+
+        def run(*args, **kwargs):
+            outputs = call(*args, **kwargs)
+            self._mark(tree.flatten(outputs)[:1])
             return outputs
 
         return run

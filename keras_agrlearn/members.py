@@ -188,6 +188,7 @@ class TileSlots(_SlotAxisLayer):
             shape[axis] *= self.n
         return tuple(shape)
 
+
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
 class SlotsToRows(_SlotAxisLayer):
     """Splits `(B, ..., n*K)` slot scores into member rows `(B*n, ..., K)`.
@@ -213,6 +214,7 @@ class SlotsToRows(_SlotAxisLayer):
         if shape[0] is not None:
             shape[0] *= self.n
         return tuple(shape)
+
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
 class RowsToMembers(keras.layers.Layer):
