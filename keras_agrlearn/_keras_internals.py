@@ -8,9 +8,7 @@ The graph is replayed with `_run_through_graph`, the method that the public
 `keras.models.clone_model(clone_function=, call_function=)` is built on:
 `clone_model` cannot start a graph from intermediate tensors (a nested
 model's inputs inside the walk, the stem's projection), so the replay calls
-the method itself. `AgrLearnModel` runs its own graph the way
-`Functional.call` does, through the same method, to split some layer calls
-(`call_functional`).
+the method itself.
 
 `tests/test_keras_internals.py` checks each function here against the
 installed Keras, so an upgrade that moves one fails there, by name, rather
@@ -18,8 +16,6 @@ than deep inside `wrap`.
 """
 
 import keras
-from keras.src import backend as keras_backend
-from keras.src.models import functional
 from keras.src.models.functional import Functional
 
 # Keras' preprocessing layers live in this package; they run per sample with
@@ -76,25 +72,3 @@ def built_input_shapes(model):
 def sublayers(model):
     """Every layer inside `model`, recursively, nested models' layers included."""
     return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def call_functional(model, inputs, wrap_call, training=None, mask=None, **kwargs):
-    """`Functional.call`, with every layer call passed through `wrap_call`.
-
-    `wrap_call(layer, call)` gets each layer of the graph and the callable
-    that `Functional.call` would run for it (the call context, `training`
-    included, already bound) and returns the callable to run instead. With
-    `wrap_call=lambda layer, call: call` this is `Functional.call` itself.
-    """
-    inputs = model._standardize_inputs(inputs)
-    if mask is not None:
-        for x, x_mask in zip(inputs, keras.tree.flatten(mask)):
-            if x_mask is not None:
-                keras_backend.set_keras_mask(x, x_mask)
-    outputs = model._run_through_graph(
-        inputs,
-        operation_fn=lambda op: wrap_call(
-            op, functional.operation_fn(op, training=training, **kwargs)
-        ),
-    )
-    return functional.unpack_singleton(outputs)

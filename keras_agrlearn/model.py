@@ -4,9 +4,6 @@ import keras
 from keras import ops
 from keras import tree
 
-from keras_agrlearn import _keras_internals
-from keras_agrlearn import _repetition_split
-
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
 class AgrLearnModel(keras.Model):
@@ -25,15 +22,6 @@ class AgrLearnModel(keras.Model):
     aggregation. Training metrics are computed on the mean of each sample's
     slot predictions, one row per sample; outside training the model's
     outputs are always `(B, K)`.
-
-    With batch repetition b on JAX with CPU devices (and no
-    `keras.distribution` set), a training call runs each row-wise layer after
-    `Aggregate` (convolutions, dense, pooling, activations, reshapes) once per
-    repetition, on a b-th of the rows: XLA's CPU time per row grows with the
-    rows per call, and this keeps a step with batch repetition near b times
-    the step without it. The values are those of one call up to rounding,
-    and every other layer, batch normalization included, still sees all b
-    repetitions together. Other backends and devices call every layer once.
 
     Models without slot outputs behave exactly like `keras.Model`.
     `keras_agrlearn.wrap` returns this class; build one by hand like any
@@ -57,21 +45,6 @@ class AgrLearnModel(keras.Model):
     >>> model.predict(x, verbose=0).shape
     (12, 3)
     """
-
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        count = 1
-        if training and _repetition_split.splits_repetitions():
-            count = _repetition_split.repetitions(self)
-        if count == 1:
-            return super().call(inputs, training=training, mask=mask, **kwargs)
-        return _keras_internals.call_functional(
-            self,
-            inputs,
-            _repetition_split.RepetitionSplit(count),
-            training=training,
-            mask=mask,
-            **kwargs,
-        )
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True

@@ -81,29 +81,3 @@ def test_built_input_shapes_and_sublayers():
     assert [tuple(shape) for shape in shapes.values()] == [(1, 4)]
     kinds = {type(layer).__name__ for layer in _keras_internals.sublayers(model)}
     assert {"Sequential", "Dense", "Embedding"} <= kinds
-
-
-def test_call_functional_is_functional_call_with_each_layer_wrapped():
-    inputs = keras.Input((4,))
-    hidden = keras.layers.Dropout(0.5, name="dropout")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden))
-    x = np.ones((3, 4), "float32")
-    seen = []
-
-    def wrap_call(layer, call):
-        def run(*args, **kwargs):
-            seen.append(layer.name)
-            return call(*args, **kwargs)
-
-        return run
-
-    same = _keras_internals.call_functional(model, x, wrap_call, training=False)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(same), keras.ops.convert_to_numpy(model(x, training=False))
-    )
-    assert seen == ["dropout", "head"]
-    # `training` reaches the layers: dropout zeroes about half of the inputs.
-    dropped = _keras_internals.call_functional(
-        keras.Model(inputs, hidden), np.ones((64, 4), "float32"), wrap_call, training=True
-    )
-    assert 0 < np.mean(keras.ops.convert_to_numpy(dropped) == 0) < 1
