@@ -5,14 +5,16 @@ and what is allowed, so a typo never turns into a shape error deep inside a
 backend. One rule for the exception type: a value of the wrong type (a float
 where an integer is needed, a bool where a number is) is a TypeError, a value
 of the right type that is out of range or not among the choices a
-ValueError.
+ValueError. NumPy integers, floats and booleans count as Python ones.
 """
 
 import math
 import numbers
 
 import keras
+import numpy as np
 
+# The one list of inference protocols; documentation and errors quote it.
 INFERENCE_MODES = ("group", "replicate", "contextual")
 OBJECTIVES = ("slots", "mean")
 
@@ -79,6 +81,51 @@ def check_batch_repetition(batch_repetition, n=None):
             f"only repeats the gradient; got batch_repetition={batch_repetition}."
         )
     return batch_repetition
+
+
+def check_num_bins(num_bins):
+    return _integer("num_bins", num_bins, "the number of confidence bins")
+
+
+def check_batch_size(batch_size):
+    """Returns `batch_size` as an int >= 1, or None."""
+    if batch_size is None:
+        return None
+    return _integer("batch_size", batch_size, "the batch size of predict, or None")
+
+
+def check_bool(name, value):
+    """Returns `value` as a bool, or raises a TypeError for anything else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"Argument `{name}` must be True or False, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_seed(seed):
+    """Returns `seed` as an int, or None; raises a TypeError for anything else."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"Argument `seed` must be an integer or None, got {seed!r} of type "
+            f"{type(seed).__name__}."
+        )
+    return int(seed)
+
+
+def check_epsilon(epsilon):
+    """Returns `epsilon` as a float, or raises if it is not a finite number > 0."""
+    description = "Argument `epsilon` (the smallest probability used) must be a finite number > 0"
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
+        raise TypeError(
+            f"{description}, got {epsilon!r} of type {type(epsilon).__name__}."
+        )
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"{description}, got epsilon={epsilon!r}.")
+    return float(epsilon)
 
 
 def check_classes(classes):

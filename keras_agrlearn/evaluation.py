@@ -1,12 +1,12 @@
 """`evaluate_uncertainty`: accuracy, calibration, diversity and OOD detection in one call."""
 
-import numbers
 import weakref
 
 import keras
 import numpy as np
 
 from keras_agrlearn import _scores
+from keras_agrlearn import _validation
 from keras_agrlearn.members import agrlearn_n
 from keras_agrlearn.members import members
 
@@ -90,8 +90,11 @@ def evaluate_uncertainty(
         `fpr95`.
 
     Raises:
-        TypeError: if `model` is neither a `keras.Model` nor a list of them.
-        ValueError: for an unknown `ood_score`, `"mutual_information"` for a
+        TypeError: if `model` is neither a `keras.Model` nor a list of them,
+            `batch_size` or `num_bins` is not an integer (NumPy integers
+            count), or `from_logits` is not a bool.
+        ValueError: for an unknown `ood_score`, `batch_size` or `num_bins`
+            below 1, `"mutual_information"` for a
             model without members, empty inputs or inputs holding NaN or
             infinite values, `x` and `y` of different lengths, `x_ood` of
             another structure or per-sample shape, labels that are not
@@ -120,27 +123,16 @@ def evaluate_uncertainty(
     True
     """
     models, kind = _models(model)
-    if ood_score not in OOD_SCORES:
-        raise ValueError(
-            f"Argument `ood_score` must be one of {', '.join(map(repr, OOD_SCORES))}, "
-            f"got ood_score={ood_score!r}."
-        )
+    _validation.check_choice("ood_score", ood_score, OOD_SCORES)
+    batch_size = _validation.check_batch_size(batch_size)
+    from_logits = _validation.check_bool("from_logits", from_logits)
+    num_bins = _validation.check_num_bins(num_bins)
     if ood_score == "mutual_information" and kind == "plain":
         raise ValueError(
             "Argument `ood_score`: 'mutual_information' needs a model with "
             "members (an AgrLearn model built by wrap, or a list of models); "
             f"model '{models[0].name}' has none. Use 'entropy' or 'msp'."
         )
-    if batch_size is not None and (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"Argument `batch_size` must be an integer >= 1 or None, got {batch_size!r}."
-        )
-    if isinstance(num_bins, bool) or not isinstance(num_bins, numbers.Integral) or num_bins < 1:
-        raise ValueError(f"Argument `num_bins` must be an integer >= 1, got {num_bins!r}.")
     x = _arrays(x, "x")
     count = _length(x, "x")
     y = np.asarray(y)
@@ -162,7 +154,7 @@ def evaluate_uncertainty(
     scores = {
         "accuracy": _scores.accuracy(probs, labels),
         "nll": _scores.nll(probs, labels),
-        "ece": _scores.ece(probs, labels, int(num_bins)),
+        "ece": _scores.ece(probs, labels, num_bins),
         "brier": _scores.brier(probs, labels),
     }
     if member_probs is not None:

@@ -159,6 +159,8 @@ def test_label_formats_and_batch_size_agree(rng):
     for labels in (y[:, None], onehot, y.astype("float32"), list(y)):
         assert evaluate_uncertainty(model, x, labels) == pytest.approx(whole, abs=1e-9)
     assert evaluate_uncertainty(model, x, y, batch_size=7) == pytest.approx(whole, abs=1e-5)
+    numpy_integers = evaluate_uncertainty(model, x, y, batch_size=np.int64(7), num_bins=np.int32(15))
+    assert numpy_integers == pytest.approx(whole, abs=1e-5)
 
 
 @pytest.mark.parametrize("make", [mlp, agrlearn], ids=["plain", "agrlearn"])
@@ -240,8 +242,11 @@ def _bad(rng, plain_model, **changes):
         ({"y": np.full(12, np.nan)}, ValueError, r"`y` must hold integer class labels"),
         ({"y": np.zeros((12, 3))}, ValueError, r"`y` must hold integer labels \(N,\) or \(N, 1\) or one-hot labels \(N, 4\)"),
         ({"y": np.full((12, CLASSES), 0.5)}, ValueError, r"`y`: one-hot labels of shape \(12, 4\) must be non-negative rows that sum to 1"),
-        ({"batch_size": 0}, ValueError, r"`batch_size` must be an integer >= 1 or None, got 0"),
-        ({"num_bins": 0}, ValueError, r"`num_bins` must be an integer >= 1, got 0"),
+        ({"batch_size": 0}, ValueError, r"Argument `batch_size` \(the batch size of predict, or None\) must be an integer >= 1, got batch_size=0"),
+        ({"batch_size": 2.0}, TypeError, r"Argument `batch_size` .* must be an integer >= 1, got 2.0 of type float"),
+        ({"num_bins": 0}, ValueError, r"Argument `num_bins` \(the number of confidence bins\) must be an integer >= 1, got num_bins=0"),
+        ({"num_bins": "15"}, TypeError, r"Argument `num_bins` .* got '15' of type str"),
+        ({"from_logits": "no"}, TypeError, r"Argument `from_logits` must be True or False, got 'no'"),
         ({"model": "model"}, TypeError, r"`model` must be a keras.Model or a non-empty list"),
         ({"model": []}, TypeError, r"`model` must be a keras.Model or a non-empty list"),
         ({"x": np.full((12, FEATURES), np.nan, "float32")}, ValueError, r"Argument `x` contains 60 NaN or infinite values"),
@@ -249,7 +254,8 @@ def _bad(rng, plain_model, **changes):
     ],
     ids=["lengths", "empty_x", "empty_ood", "ood_shape", "ood_structure", "unknown_score",
          "mi_without_members", "label_too_large", "label_negative", "label_fraction",
-         "label_nan", "label_shape", "onehot_not_rows", "batch_size", "num_bins",
+         "label_nan", "label_shape", "onehot_not_rows", "batch_size", "batch_size_float",
+         "num_bins", "num_bins_str", "from_logits_str",
          "not_a_model", "empty_ensemble", "nan_inputs", "inf_ood_inputs"],
 )
 def test_bad_input_raises_clear_errors(changes, error, match, rng, plain_model):

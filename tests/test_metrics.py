@@ -118,16 +118,31 @@ def test_serialization_round_trip(rng, metric):
 
 
 @pytest.mark.parametrize(
-    "make, error",
+    "make, error, match",
     [
-        (lambda: ExpectedCalibrationError(num_bins=0), "num_bins"),
-        (lambda: ExpectedCalibrationError(num_bins=2.5), "num_bins"),
-        (lambda: NegativeLogLikelihood(epsilon=0), "epsilon"),
+        (lambda: ExpectedCalibrationError(num_bins=0), ValueError, r"Argument `num_bins` \(the number of confidence bins\) must be an integer >= 1, got num_bins=0"),
+        (lambda: ExpectedCalibrationError(num_bins=2.5), TypeError, r"Argument `num_bins` .* must be an integer >= 1, got 2.5 of type float"),
+        (lambda: ExpectedCalibrationError(num_bins="15"), TypeError, r"Argument `num_bins` .* got '15' of type str"),
+        (lambda: ExpectedCalibrationError(num_bins=True), TypeError, r"Argument `num_bins` .* got True of type bool"),
+        (lambda: NegativeLogLikelihood(epsilon=0), ValueError, r"Argument `epsilon` \(the smallest probability used\) must be a finite number > 0, got epsilon=0"),
+        (lambda: NegativeLogLikelihood(epsilon=float("nan")), ValueError, r"Argument `epsilon` .* got epsilon=nan"),
+        (lambda: NegativeLogLikelihood(epsilon="1e-7"), TypeError, r"Argument `epsilon` .* got '1e-7' of type str"),
+        (lambda: BrierScore(from_logits="yes"), TypeError, r"Argument `from_logits` must be True or False, got 'yes'"),
+        (lambda: NegativeLogLikelihood(from_logits=1), TypeError, r"Argument `from_logits` must be True or False, got 1"),
     ],
+    ids=["bins-zero", "bins-float", "bins-str", "bins-bool", "epsilon-zero",
+         "epsilon-nan", "epsilon-str", "brier-logits-str", "nll-logits-int"],
 )
-def test_invalid_arguments(make, error):
-    with pytest.raises(ValueError, match=error):
+def test_invalid_arguments(make, error, match):
+    with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("num_bins", [np.int64(10), np.int32(10), np.uint8(10)], ids=str)
+def test_numpy_integer_bins_are_accepted(num_bins):
+    metric = ExpectedCalibrationError(num_bins=num_bins)
+    assert metric.num_bins == 10 and type(metric.num_bins) is int
+    assert metric.get_config()["num_bins"] == 10
 
 
 def test_in_compile_fit_and_evaluate(rng, jit_compile):

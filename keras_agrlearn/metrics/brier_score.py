@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_agrlearn import _validation
 from keras_agrlearn.metrics import _labels
 
 
@@ -34,6 +35,7 @@ class BrierScore(keras.metrics.Metric):
         scalar.
 
     Raises:
+        TypeError: if `from_logits` is not a bool.
         ValueError: if the number of classes of `y_pred` is unknown.
 
     Example:
@@ -47,7 +49,7 @@ class BrierScore(keras.metrics.Metric):
 
     def __init__(self, from_logits=False, name="brier", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = _validation.check_bool("from_logits", from_logits)
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 

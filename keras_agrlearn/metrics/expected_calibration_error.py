@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_agrlearn import _validation
 from keras_agrlearn.metrics import _labels
 
 
@@ -33,8 +34,10 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         `result()` is the ECE in `[0, 1]`, a float32 scalar.
 
     Raises:
-        ValueError: if `num_bins` is not an integer >= 1, or the number of
-            classes of `y_pred` is unknown.
+        TypeError: if `num_bins` is not an integer (NumPy integers count) or
+            `from_logits` not a bool.
+        ValueError: if `num_bins` is below 1, or the number of classes of
+            `y_pred` is unknown.
 
     Example:
 
@@ -47,10 +50,9 @@ class ExpectedCalibrationError(keras.metrics.Metric):
 
     def __init__(self, num_bins=15, from_logits=False, name="ece", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"Argument `num_bins` must be an integer >= 1, got {num_bins!r}.")
+        num_bins = _validation.check_num_bins(num_bins)
         self.num_bins = num_bins
-        self.from_logits = bool(from_logits)
+        self.from_logits = _validation.check_bool("from_logits", from_logits)
         self.counts = self.add_variable(shape=(num_bins,), initializer="zeros", name="counts")
         self.confidences = self.add_variable(
             shape=(num_bins,), initializer="zeros", name="confidences"

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_agrlearn import _validation
 from keras_agrlearn.metrics import _labels
 
 
@@ -18,7 +19,7 @@ class NegativeLogLikelihood(keras.metrics.Metric):
     Args:
         from_logits: bool, whether `y_pred` holds logits (a softmax is applied)
             rather than probabilities. Defaults to `False`.
-        epsilon: float > 0, the smallest probability used. Defaults to `1e-7`.
+        epsilon: finite float > 0, the smallest probability used. Defaults to `1e-7`.
         name: str, the metric name. Defaults to `"nll"`.
         dtype: the metric's dtype. Defaults to `None` (float32).
 
@@ -31,7 +32,8 @@ class NegativeLogLikelihood(keras.metrics.Metric):
         `result()` is the weighted mean NLL in nats, a float32 scalar.
 
     Raises:
-        ValueError: if `epsilon` is not a positive number, or the number of
+        TypeError: if `epsilon` is not a number or `from_logits` not a bool.
+        ValueError: if `epsilon` is not finite and > 0, or the number of
             classes of `y_pred` is unknown.
 
     Example:
@@ -45,10 +47,8 @@ class NegativeLogLikelihood(keras.metrics.Metric):
 
     def __init__(self, from_logits=False, epsilon=1e-7, name="nll", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"Argument `epsilon` must be a number > 0, got {epsilon!r}.")
-        self.from_logits = bool(from_logits)
-        self.epsilon = float(epsilon)
+        self.from_logits = _validation.check_bool("from_logits", from_logits)
+        self.epsilon = _validation.check_epsilon(epsilon)
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
