@@ -19,7 +19,10 @@ Phases, in queue order:
 Every run is one JSON line in `--records` (`docs/results/fair.jsonl`); a run
 whose key is there is skipped, so the study resumes where it stopped. Workers
 (`--workers`) claim runs in queue order. `--deadline` (seconds) stops
-claiming new runs after that time, for short machine loans.
+claiming new runs after that time, for short machine loans. `--priority-arms`
+moves the named arms of seed 0 up to right after their configuration's
+budget runs (ahead of the next configuration's), so that the comparison
+that matters most lands first on a machine lent for a short time.
 """
 
 import argparse
@@ -343,13 +346,17 @@ def arms_of(config, phase):
 def queue(options, records):
     """Jobs in order; None entries stand for jobs whose budget is not chosen yet."""
     jobs = []
+    budget_jobs = {config: [] for config in options.configs}
+    # Seed 0 of the priority arms, per configuration, in the order named.
+    priority = {config: {arm: [] for arm in options.priority_arms} for config in options.configs}
     budget_seeds = 1 if options.quick else BUDGET_SEEDS
     for config in options.configs:
         grid = (1,) if options.quick else CONFIGS[config]["budgets"]
         for seed in range(budget_seeds):
             for budget in grid:
-                jobs.append(dict(config=config, phase="budget", arm="plain", seed=seed,
-                                 budget=budget, fraction=1.0, epochs=budget))
+                budget_jobs[config].append(dict(config=config, phase="budget", arm="plain",
+                                                seed=seed, budget=budget, fraction=1.0,
+                                                epochs=budget))
     for phase in ("arms", "data"):
         for seed in range(options.seeds or max(CONFIGS[c]["seeds"] for c in options.configs)):
             for config in options.configs:
@@ -362,19 +369,25 @@ def queue(options, records):
                 if phase == "arms" and "arms" not in options.phases:
                     continue
                 budget = 1 if options.quick else choose_budget(records, config)
-                fractions = DATA_FRACTIONS if phase == "data" else (1.0,)
+                fractions = (1.0,) if phase == "arms" else DATA_FRACTIONS[: 1 if options.quick else None]
                 for fraction in fractions:
                     for arm in arms_of(config, phase):
+                        first = phase == "arms" and seed == 0 and arm in priority[config]
+                        target = priority[config][arm] if first else jobs
                         if budget is None:
-                            jobs.append(None)
+                            target.append(None)
                             continue
                         samples = options.samples.get(spec["data"])
                         epochs = epochs_for(arm, config, budget, samples) if samples else budget
                         # Equal optimizer steps on a fraction of the data.
                         epochs = round(epochs / fraction)
-                        jobs.append(dict(config=config, phase=phase, arm=arm, seed=seed,
-                                         budget=budget, fraction=fraction, epochs=epochs))
-    return jobs
+                        target.append(dict(config=config, phase=phase, arm=arm, seed=seed,
+                                           budget=budget, fraction=fraction, epochs=epochs))
+    front = []
+    for config in options.configs:
+        front += budget_jobs[config]
+        front += [job for arm in options.priority_arms for job in priority[config][arm]]
+    return front + jobs
 
 
 def claim(claims, key):
@@ -447,10 +460,17 @@ def parse(argv):
                    help="seconds from now after which no new run starts")
     p.add_argument("--device", default=f"{platform.machine()} CPU")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--priority-arms", default="",
+                   help="comma-separated arms whose seed-0 runs come right after their "
+                        "configuration's budget runs (default: none, seed-major order)")
     p.add_argument("--quick", action="store_true", help="one epoch on tiny random data, 1 seed")
     options = p.parse_args(argv)
     options.configs = [c for c in options.configs.split(",") if c]
     options.phases = [c for c in options.phases.split(",") if c]
+    options.priority_arms = [a for a in options.priority_arms.split(",") if a]
+    if set(options.priority_arms) - set(ARMS):
+        p.error(f"unknown arms {sorted(set(options.priority_arms) - set(ARMS))} in "
+                f"--priority-arms; choose from {', '.join(ARMS)}")
     unknown = set(options.configs) - set(CONFIGS)
     if unknown:
         p.error(f"unknown configurations {sorted(unknown)}; choose from {', '.join(CONFIGS)}")

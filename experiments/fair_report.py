@@ -271,7 +271,8 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
     axes[1].set(xlabel="epoch", ylabel="validation loss", yscale="log",
                 title="Validation curve of the longest budget")
     for ax in axes:
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "fair_budgets.png", dpi=90)
     plt.close(fig)

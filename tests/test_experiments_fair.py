@@ -1,0 +1,127 @@
+"""The compute-fair study: its decision rule on made-up records, and a smoke run at tiny sizes."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from experiments import fair
+from experiments import fair_report
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    if keras.backend.backend() != "jax":
+        pytest.skip("the study runs on JAX (its report names the backend); one smoke run suffices")
+    out = tmp_path_factory.mktemp("fair")
+    argv = ["--quick", "--configs", "mnist1d-32", "--records", str(out / "fair.jsonl"),
+            "--report", str(out / "FAIR.md"), "--cache", str(out / "cache")]
+    fair.main(argv)
+    return out, argv
+
+
+def test_quick_run_records_every_arm_with_its_cost(quick_run):
+    out, _ = quick_run
+    records = list(fair.load_records(out / "fair.jsonl").values())
+    arms = {r["arm"] for r in records if r["phase"] == "arms"}
+    assert arms == set(fair.ARMS)
+    assert {r["arm"] for r in records if r["phase"] == "data"} == set(fair.DATA_ARMS)
+    by_arm = {r["arm"]: r for r in records if r["phase"] == "arms"}
+    assert by_arm["plain"]["train_flops_x"] == pytest.approx(1.0)
+    assert by_arm["ensemble"]["train_flops_x"] == pytest.approx(3.0)
+    # Wider hidden layers cost about width^2 per pass.
+    assert 2.5 < by_arm["plain-wide"]["train_flops_x"] < 3.2
+    assert set(by_arm["wrap-paper"]["evaluations"]) == {"replicate", "group"}
+    paper = by_arm["wrap-paper"]["evaluations"]
+    assert paper["group"]["infer_flops_x"] == pytest.approx(paper["replicate"]["infer_flops_x"] / 3)
+    for record in records:
+        for ev in record["evaluations"].values():
+            for split in ("val", "test"):
+                assert 0.0 <= ev[split]["acc"] <= 1.0 and ev[split]["nll"] > 0
+    report = (out / "FAIR.md").read_text()
+    for heading in ("## Budgets", "## `mnist1d-32`", "## Decision", "## Data efficiency",
+                    "## Uncertainty against the deep ensemble"):
+        assert heading in report
+    assert (out / "fair_budgets.png").stat().st_size > 0
+
+
+def test_rerun_trains_nothing(quick_run):
+    out, argv = quick_run
+    before = (out / "fair.jsonl").read_text()
+    fair.main(argv)
+    assert (out / "fair.jsonl").read_text() == before
+
+
+def budget_record(config, budget, seed, acc):
+    ev = {"replicate": {"val": {"acc": acc}}}
+    return {"config": config, "phase": "budget", "budget": budget, "seed": seed, "evaluations": ev}
+
+
+@pytest.mark.parametrize(
+    "accuracies, expected",
+    [
+        ({20: 0.80, 40: 0.90, 80: 0.903, 160: 0.90}, 40),  # flat from 40 on
+        ({20: 0.80, 40: 0.85, 80: 0.88, 160: 0.92}, 160),  # still rising
+        ({20: 0.95, 40: 0.94, 80: 0.93, 160: 0.92}, 20),  # overfits
+    ],
+)
+def test_budget_is_the_smallest_within_half_a_point_of_the_best(accuracies, expected):
+    records = {}
+    for budget, acc in accuracies.items():
+        for seed in range(fair.BUDGET_SEEDS):
+            records[f"{budget}-{seed}"] = budget_record("mnist1d-16", budget, seed, acc)
+    assert fair.choose_budget(records, "mnist1d-16") == expected
+    del records["160-1"]
+    assert fair.choose_budget(records, "mnist1d-16") is None
+
+
+def row(arm, train_x, infer_x, accs):
+    return {"arm": arm, "train_x": train_x, "infer_x": infer_x,
+            "by_seed": [(s, {"val": {"acc": a}, "test": {"acc": a}}) for s, a in enumerate(accs)]}
+
+
+def test_paired_interval_matches_the_t_distribution():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    a = row("wrap-defaults", 6, 3, [0.90, 0.92, 0.91, 0.95, 0.93])
+    b = row("plain", 1, 1, [0.89, 0.90, 0.91, 0.91, 0.90])
+    mean, half, k = fair_report.paired(a, b, "val", "acc")
+    diffs = np.array([0.01, 0.02, 0.0, 0.04, 0.03])
+    assert k == 5 and mean == pytest.approx(diffs.mean())
+    expected = scipy_stats.t.ppf(0.975, 4) * diffs.std(ddof=1) / math.sqrt(5)
+    assert half == pytest.approx(expected, rel=1e-3)
+    assert fair_report.verdict(mean, half) == "win"
+    assert fair_report.verdict(-mean, half) == "loss"
+    assert fair_report.verdict(0.001, half) == "tie"
+
+
+def test_best_matched_plain_arm_costs_no_more_in_either_flops():
+    rows = {
+        "plain": row("plain", 1, 1, [0.80]),
+        "plain-long-matched": row("plain-long-matched", 6, 1, [0.90]),
+        "plain-wide-long2": row("plain-wide-long2", 5.7, 2.8, [0.95]),
+        "ensemble": row("ensemble", 3, 3, [0.85]),
+    }
+    defaults = row("wrap-defaults", 6.3, 3.1, [0.9])
+    mimo = row("wrap-mimo", 2.3, 1.1, [0.9])
+    group = row("wrap-group", 1.2, 0.4, [0.9])
+    assert fair_report.best_matched(rows, defaults)[0] == "plain-wide-long2"
+    assert fair_report.best_matched(rows, mimo)[0] == "plain"
+    assert fair_report.best_matched(rows, group) == (None, None)
+
+
+def test_ordered_batches_repeat_per_seed_and_change_per_epoch():
+    x, y = np.arange(10, dtype="float32")[:, None], np.arange(10)
+    first, second = fair.OrderedBatches(x, y, 4, seed=3), fair.OrderedBatches(x, y, 4, seed=3)
+    assert len(first) == 3
+    np.testing.assert_array_equal(first[0][1], second[0][1])
+    epoch0 = np.concatenate([first[i][1] for i in range(3)])
+    first.on_epoch_end()
+    epoch1 = np.concatenate([first[i][1] for i in range(3)])
+    assert sorted(epoch0) == sorted(epoch1) == list(range(10))
+    assert not np.array_equal(epoch0, epoch1)
+
+
+def test_unknown_configuration_is_refused():
+    with pytest.raises(SystemExit):
+        fair.parse(["--configs", "mnist1d-16,nope"])
