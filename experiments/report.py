@@ -1,4 +1,4 @@
-"""Writes docs/RESULTS.md and its plots from the records of `reproduce.py`."""
+"""Writes docs/EARLIER_STUDIES.md and its plots from the records of `reproduce.py`."""
 
 import json
 import platform
@@ -196,8 +196,16 @@ def plot_data(rows, best_agr, path):
     plt.close(fig)
 
 
+EARLIER_NOTE = (
+    "These studies compare AgrLearn with its backbone at equal epochs or equal forward passes, "
+    "not at equal FLOPs: a wider aggregated network costs more per pass, and the plain models "
+    "were not trained to convergence. They are kept as a record; the compute-fair study "
+    "([RESULTS.md](RESULTS.md), [FAIR.md](FAIR.md)) supersedes their conclusions."
+)
+
+
 def write(records, options, argv):
-    """Writes RESULTS.md, its plots and the raw records to `options.out`."""
+    """Writes EARLIER_STUDIES.md, its plots and the raw records to `options.out`."""
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     best_plain, best_agr = study.best_recipes(
@@ -212,10 +220,10 @@ def write(records, options, argv):
         digits_section(records, options),
         raw_section(),
     )
-    lines = ["# AgrLearn against its backbone: measured results", ""]
+    lines = ["# Earlier studies: AgrLearn at equal epochs or forward passes", "", EARLIER_NOTE, ""]
     for section in sections:
         lines += section
-    (out / "RESULTS.md").write_text("\n".join(lines))
+    (out / "EARLIER_STUDIES.md").write_text("\n".join(lines))
     raw = out / "results"
     raw.mkdir(exist_ok=True)
     (raw / "records.jsonl").write_text(

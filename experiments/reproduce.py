@@ -1,7 +1,7 @@
 """Reproduces the AgrLearn evidence: plain backbone against aggregated variants.
 
 One command trains every configuration with several seeds, records each run
-as one JSON line, and writes `docs/RESULTS.md` (mean +- std tables) and PNG
+as one JSON line, and writes `docs/EARLIER_STUDIES.md` (mean +- std tables) and PNG
 plots to `docs/`:
 
     KERAS_BACKEND=jax python experiments/reproduce.py

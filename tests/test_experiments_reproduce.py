@@ -34,7 +34,7 @@ def test_every_phase_writes_records_and_report(quick_run):
                 assert 0.0 <= point[split]["ece"] <= 1.0
         if run["n"] > 1 and run["phase"] != "data":
             assert set(run["protocols"]) == set(reproduce.PROTOCOLS)
-    text = (out / "RESULTS.md").read_text()
+    text = (out / "EARLIER_STUDIES.md").read_text()
     for heading in ("n x width", "Training length", "test protocols", "input repetition",
                     "Data efficiency", "digits"):
         assert heading in text
@@ -47,10 +47,10 @@ def test_every_phase_writes_records_and_report(quick_run):
 
 def test_rerun_trains_nothing_and_rebuilds_the_report(quick_run, monkeypatch):
     records, out, argv = quick_run
-    (out / "RESULTS.md").unlink()
+    (out / "EARLIER_STUDIES.md").unlink()
     monkeypatch.setattr(reproduce, "train", pytest.fail)
     reproduce.main(argv)
-    assert (out / "RESULTS.md").exists()
+    assert (out / "EARLIER_STUDIES.md").exists()
 
 
 def test_equal_compute_schedule():
