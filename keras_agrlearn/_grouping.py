@@ -13,10 +13,17 @@ and `readout`; the common cases skip the gathers and use reshapes only.
 `Aggregate` and `Deaggregate` both follow it, and `grouped_batch` gives the
 number of groups it makes, so their static output shapes agree with `call`.
 
+`remember` and `aggregates_of` pair the two layers: `Aggregate` remembers the
+tensors it takes in and the readouts it makes, and `Deaggregate` looks up the
+`Aggregate` behind the `reference` or `readout` it receives, to check that
+their settings agree before any wrong row can come out.
+
 Batch sizes are Python ints when the backend knows them while tracing (JAX,
 PyTorch, TensorFlow with a fixed signature) and scalar tensors otherwise, so
 the arithmetic below sticks to operators that both support.
 """
+
+import weakref
 
 import keras
 from keras import ops
@@ -211,3 +218,34 @@ def repetition_plan(batch, n, repeated, seed_generator):
     by_position = ops.concatenate([repeated_slots, grouped_slots], axis=0)
     readout = ops.take(by_position, ops.argsort(order), axis=0)
     return sources, ops.cast(readout, "int32")
+
+
+# id(tensor) -> (weak reference to the tensor, the Aggregate layers it went
+# through). Keyed by id because backend tensors overload `==`; the weak
+# reference drops the entry when the tensor goes, so ids are never confused.
+_AGGREGATES = {}
+
+
+def remember(tensor, aggregate):
+    """Records that `aggregate` took `tensor` in or made it (its readout)."""
+    key = id(tensor)
+    entry = _AGGREGATES.get(key)
+    if entry is None or entry[0]() is not tensor:
+        entry = (weakref.ref(tensor, lambda ref: _forget(key, ref)), [])
+        _AGGREGATES[key] = entry
+    if not any(known is aggregate for known in entry[1]):
+        entry[1].append(aggregate)
+
+
+def _forget(key, ref):
+    entry = _AGGREGATES.get(key)
+    if entry is not None and entry[0] is ref:
+        del _AGGREGATES[key]
+
+
+def aggregates_of(tensor):
+    """The `Aggregate` layers that took `tensor` in or made it; [] if unknown."""
+    entry = _AGGREGATES.get(id(tensor))
+    if entry is None or entry[0]() is not tensor:
+        return []
+    return list(entry[1])

@@ -6,8 +6,13 @@ import keras
 from keras import ops
 
 from keras_agrlearn import _data_parallel
+from keras_agrlearn import _defaults
 from keras_agrlearn import _grouping
 from keras_agrlearn import _validation
+
+# What a saved config without these keys meant: the defaults before 1.0, so a
+# layer saved then behaves as it did.
+_SAVED_BEFORE_1_0 = {"inference": "group", "repetition": 0.0, "batch_repetition": 1}
 
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
@@ -23,10 +28,10 @@ class Aggregate(keras.layers.Layer):
 
     Outside training the layout follows `inference`:
 
-    - `"group"`: as in training; about n times fewer forward passes, but a
-      prediction depends on the samples it shares a group with.
     - `"replicate"`: each sample fills all n slots of its own group
       (`(B, ..., n*C)`); a prediction depends on the sample alone.
+    - `"group"`: as in training; about n times fewer forward passes, but a
+      prediction depends on the samples it shares a group with.
     - `"contextual"`: each sample is placed `draws` times in a random slot
       among n - 1 companions drawn at random from the same batch
       (`(draws * B, ..., n*C)`).
@@ -35,25 +40,33 @@ class Aggregate(keras.layers.Layer):
         n: int >= 1, the number of samples per group. `n=1` is the identity.
         axis: int, the feature axis to concatenate along (never the batch
             axis). Defaults to `-1`, the channel axis of channels-last data.
-        inference: `"group"`, `"replicate"` or `"contextual"`: the layout
-            outside training. Defaults to `"group"`.
+        inference: `"replicate"`, `"group"` or `"contextual"`: the layout
+            outside training. Defaults to `"replicate"`, as in `wrap`.
         shuffle: bool, whether to permute the samples of each training batch
             before grouping, for input pipelines that do not shuffle. The
             permutation must be undone by `Deaggregate(readout=...)` (see
             `return_readout`). Defaults to `False`.
-        repetition: float in `[0, 1)`, the share of training samples that fill
-            all n slots of a group of their own (MIMO-style input repetition),
-            which shows the network the identical slots it sees in replicate
-            inference. Defaults to `0.0`.
-        batch_repetition: int >= 1, how many times each training batch is
-            grouped, each time after an independent random permutation
+        repetition: float in `[0, 1)` or None, the share of training samples
+            that fill all n slots of a group of their own (MIMO-style input
+            repetition), which shows the network the identical slots it sees
+            in replicate inference. Defaults to None, which means `0.5` with
+            `inference="replicate"` and n > 1 and `0` otherwise, as in `wrap`.
+        batch_repetition: int >= 1 or None, how many times each training batch
+            is grouped, each time after an independent random permutation
             (MIMO's batch repetition): every sample sits in `batch_repetition`
             groups per step, at about `batch_repetition` times the step's
-            cost. Inference is unchanged. Defaults to `1`.
+            cost. Inference is unchanged. Defaults to None, which means n, as
+            in `wrap`.
         draws: int >= 1, the number of companion sets per sample in contextual
             inference. Defaults to `4`.
         seed: int or None, the seed of the random permutations and companions.
+            Defaults to None.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Every argument after `n` is keyword-only. A config saved before these
+    defaults (keras-agrlearn 0.x) that lacks `inference`, `repetition` or
+    `batch_repetition` loads with the defaults of then: `"group"`, `0` and
+    `1`.
 
     Call arguments:
         inputs: a tensor `(B, ...)`.
@@ -64,7 +77,10 @@ class Aggregate(keras.layers.Layer):
             prediction in its own row. Required whenever the call draws its
             groups at random (`shuffle`, `repetition`, `batch_repetition > 1`
             in training; contextual inference): without it the layer raises,
-            since no one could tell which row belongs to which sample.
+            since no one could tell which row belongs to which sample. With
+            the defaults (input and batch repetition) training draws at
+            random, so a model built from the layers passes the readout; a
+            `Sequential` model cannot, use `wrap` or a Functional model.
 
     Returns:
         The aggregated tensor, or `(aggregated, readout)`.
@@ -78,34 +94,46 @@ class Aggregate(keras.layers.Layer):
     >>> import numpy as np
     >>> from keras_agrlearn import Aggregate
     >>> x = np.arange(10, dtype="float32").reshape(5, 2)
-    >>> y = Aggregate(n=2)(x)
+    >>> y = Aggregate(n=2, inference="group")(x)
     >>> keras.ops.convert_to_numpy(y).tolist()
     [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0, 9.0, 0.0, 1.0]]
+    >>> y, readout = Aggregate(n=2)(x[:2], return_readout=True)
+    >>> keras.ops.convert_to_numpy(y).tolist()
+    [[0.0, 1.0, 0.0, 1.0], [2.0, 3.0, 2.0, 3.0]]
     """
 
     def __init__(
         self,
         n,
+        *,
         axis=-1,
-        inference="group",
+        inference=_defaults.INFERENCE,
         shuffle=False,
-        repetition=0.0,
+        repetition=None,
+        batch_repetition=None,
         draws=4,
         seed=None,
-        batch_repetition=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.n = _validation.check_n(n)
         self.axis = _validation.check_axis_type(axis)
         self.inference = _validation.check_inference(inference)
-        self.shuffle = bool(shuffle)
+        self.shuffle = _validation.check_bool("shuffle", shuffle)
+        if repetition is None:
+            repetition = (
+                _defaults.REPETITION
+                if self.inference == "replicate" and self.n > 1
+                else 0.0
+            )
         self.repetition = _validation.check_repetition(repetition)
+        if batch_repetition is None:
+            batch_repetition = _defaults.batch_repetition_for(self.n)
         self.batch_repetition = _validation.check_batch_repetition(
             batch_repetition, self.n
         )
         self.draws = _validation.check_draws(draws)
-        self.seed = seed
+        self.seed = _validation.check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
         # The data-parallel warning is given once per layer, not once per trace.
@@ -153,10 +181,12 @@ class Aggregate(keras.layers.Layer):
         else:
             sources, readout = self._gather_plan(batch, mode)
             outputs = _grouping.to_groups(inputs, self.n, axis, sources)
+        _grouping.remember(inputs, self)
         if not return_readout:
             return outputs
         if readout is None:
             readout = self._own_rows_readout(batch, layout)
+        _grouping.remember(readout, self)
         return outputs, readout
 
     def _gather_plan(self, batch, mode):
@@ -211,13 +241,13 @@ class Aggregate(keras.layers.Layer):
                 "repetition, batch_repetition > 1 or contextual inference), so "
                 "only its readout tells which rows belong to which sample: call "
                 "it with `return_readout=True` and pass the readout to "
-                "`Deaggregate(...)(y, readout=readout)`."
+                "`Deaggregate(...)(y, readout=readout)`. A Sequential model "
+                "cannot pass it: use `keras_agrlearn.wrap(model, ...)` or a "
+                "Functional model."
             )
 
     def _describe(self):
-        options = [f"n={self.n}"]
-        if self.inference != "group":
-            options.append(f"inference={self.inference!r}")
+        options = [f"n={self.n}", f"inference={self.inference!r}"]
         if self.shuffle:
             options.append("shuffle=True")
         if self.repetition > 0:
@@ -265,52 +295,40 @@ class Aggregate(keras.layers.Layer):
         """
         axis = _validation.check_axis(self.axis, len(input_shape))
         shape = list(input_shape)
-        if training is None:
-            batches = {
-                self._grouped_batch(shape[0], mode)
-                for mode in ("training", self.inference)
-            }
-            shape[0] = batches.pop() if len(batches) == 1 else None
-        else:
-            shape[0] = self._grouped_batch(
-                shape[0], _grouping.mode_of(training, self.inference)
-            )
+        batches = {self._grouped_batch(shape[0], mode) for mode in self._modes(training)}
+        shape[0] = batches.pop() if len(batches) == 1 else None
         if shape[axis] is not None:
             shape[axis] *= self.n
         return tuple(shape)
 
-    def __call__(self, inputs, training=None, return_readout=False, **kwargs):
-        if isinstance(inputs, keras.KerasTensor):
-            # A symbolic call builds a graph for training and inference alike:
-            # it must ask for the readout if either mode draws at random.
-            modes = (
-                ("training", self.inference) if training is None
-                else (_grouping.mode_of(training, self.inference),)
-            )
-            for mode in modes:
-                self._check_readout_requested(self._layout(mode), return_readout)
-        return super().__call__(
-            inputs, training=training, return_readout=return_readout, **kwargs
-        )
-
     def compute_output_spec(self, inputs, training=None, return_readout=False):
+        # A symbolic call builds a graph for training and inference alike
+        # (`training` is None): it must ask for the readout if either mode
+        # draws at random.
+        for mode in self._modes(training):
+            self._check_readout_requested(self._layout(mode), return_readout)
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape, training), dtype=inputs.dtype
         )
+        _grouping.remember(inputs, self)
         if not return_readout:
             return outputs
         readout = keras.KerasTensor(
             (inputs.shape[0], self._readout_width(training)), dtype="int32"
         )
+        _grouping.remember(readout, self)
         return outputs, readout
+
+    def _modes(self, training):
+        """The modes a call may run in: both when `training` is None."""
+        if training is None:
+            return ("training", self.inference)
+        return (_grouping.mode_of(training, self.inference),)
 
     def _readout_width(self, training):
         """How many slots each sample owns, when the mode fixes it."""
-        modes = ("training", self.inference) if training is None else (
-            _grouping.mode_of(training, self.inference),
-        )
         widths = set()
-        for mode in modes:
+        for mode in self._modes(training):
             if mode == "training":
                 owned = self.n if self.repetition > 0 else 1
                 widths.add(owned * self.batch_repetition)
@@ -327,9 +345,13 @@ class Aggregate(keras.layers.Layer):
                 "inference": self.inference,
                 "shuffle": self.shuffle,
                 "repetition": self.repetition,
+                "batch_repetition": self.batch_repetition,
                 "draws": self.draws,
                 "seed": self.seed,
-                "batch_repetition": self.batch_repetition,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config({**_SAVED_BEFORE_1_0, **config})

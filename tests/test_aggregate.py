@@ -1,4 +1,6 @@
+import inspect
 import math
+import re
 
 import keras
 import numpy as np
@@ -6,8 +8,13 @@ import pytest
 from absl.testing import parameterized
 from keras.src import testing
 
+import keras_agrlearn
 from keras_agrlearn import Aggregate
 from keras_agrlearn import Deaggregate
+
+# Consecutive groups in training and inference: the layout the NumPy
+# references below state (the defaults add input and batch repetition).
+GROUP = {"inference": "group", "repetition": 0.0, "batch_repetition": 1}
 
 
 def reference_aggregate(x, n, axis):
@@ -45,20 +52,20 @@ def test_group_layout_matches_reference(shape, axis, n, rng):
     positive = axis % (len(shape) + 1)
     for batch in (1, 2, 5, 8, 9):
         x = rng.normal(size=(batch,) + shape).astype("float32")
-        y = keras.ops.convert_to_numpy(Aggregate(n, axis=axis)(x, training=True))
+        y = keras.ops.convert_to_numpy(Aggregate(n, axis=axis, **GROUP)(x, training=True))
         np.testing.assert_array_equal(y, reference_aggregate(x, n, positive))
-        back = Deaggregate(n, axis=axis)(keras.ops.convert_to_tensor(y), x)
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(back), x)
-        every_slot = keras.ops.convert_to_numpy(Deaggregate(n, axis=axis)(y))
-        assert every_slot.shape[0] == math.ceil(batch / n) * n
-        np.testing.assert_array_equal(every_slot, x[np.arange(len(every_slot)) % batch])
+        for training in (True, False):
+            back = Deaggregate(n, axis=axis, inference="group")(
+                keras.ops.convert_to_tensor(y), x, training=training
+            )
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(back), x)
 
 
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("shape,axis", LAYOUTS)
 def test_replicate_layout_matches_reference(shape, axis, n, rng):
     x = rng.normal(size=(5,) + shape).astype("float32")
-    layer = Aggregate(n, axis=axis, inference="replicate")
+    layer = Aggregate(n, axis=axis, **{**GROUP, "inference": "replicate"})
     y = keras.ops.convert_to_numpy(layer(x, training=False))
     np.testing.assert_array_equal(y, reference_replicate(x, n, axis % (len(shape) + 1)))
     # In training the replicate layer groups like any other.
@@ -72,8 +79,8 @@ def test_replicate_layout_matches_reference(shape, axis, n, rng):
 @pytest.mark.parametrize(
     "kwargs,training,batch",
     [
-        ({}, False, 6),
-        ({}, False, 7),
+        ({"inference": "group"}, False, 6),
+        ({"inference": "group"}, False, 7),
         ({"inference": "replicate"}, False, 5),
         ({"shuffle": True}, True, 6),
         ({"batch_repetition": 2, "repetition": 0.5}, True, 7),
@@ -101,8 +108,8 @@ def test_torch_output_lies_channels_first_in_memory(kwargs, training, batch, rng
     ],
 )
 def test_readout_returns_each_sample_to_its_row(kwargs, training, rng):
-    aggregate = Aggregate(3, seed=7, **kwargs)
-    deaggregate = Deaggregate(3, inference=kwargs.get("inference", "group"))
+    aggregate = Aggregate(3, seed=7, **{**GROUP, **kwargs})
+    deaggregate = Deaggregate(3, inference=aggregate.inference)
     for batch in (1, 2, 7, 12):
         x = rng.normal(size=(batch, 3, 2)).astype("float32")
         y, readout = aggregate(x, training=training, return_readout=True)
@@ -112,7 +119,7 @@ def test_readout_returns_each_sample_to_its_row(kwargs, training, rng):
 
 def test_shuffle_permutes_groups_in_training_only(rng):
     x = np.arange(12, dtype="float32").reshape(12, 1)
-    layer = Aggregate(3, shuffle=True, seed=3)
+    layer = Aggregate(3, shuffle=True, seed=3, **GROUP)
     shuffled, _ = layer(x, training=True, return_readout=True)
     shuffled = keras.ops.convert_to_numpy(shuffled)
     assert sorted(shuffled.ravel().tolist()) == list(range(12))
@@ -144,11 +151,11 @@ def test_config_round_trip(layer_cls):
 
 def test_symbolic_shapes():
     inputs = keras.Input((6, 5, 3))
-    aggregated = Aggregate(2)(inputs)
+    aggregated = Aggregate(2, **GROUP)(inputs)
     assert tuple(aggregated.shape) == (None, 6, 5, 6)
-    deaggregated = Deaggregate(2)(aggregated, inputs)
+    deaggregated = Deaggregate(2, inference="group")(aggregated, inputs)
     assert tuple(deaggregated.shape) == (None, 6, 5, 3)
-    aggregated, readout = Aggregate(2)(inputs, return_readout=True)
+    aggregated, readout = Aggregate(2, **GROUP)(inputs, return_readout=True)
     assert tuple(readout.shape) == (None, 1) and readout.dtype == "int32"
 
 
@@ -166,7 +173,7 @@ class AggregateLayerTest(testing.TestCase):
     def test_layer(self, init_kwargs, call_kwargs, expected_shape):
         self.run_layer_test(
             Aggregate,
-            init_kwargs=init_kwargs,
+            init_kwargs={**GROUP, **init_kwargs},
             input_shape=(5, 4, 3),
             call_kwargs=call_kwargs,
             expected_output_shape=expected_shape,
@@ -182,14 +189,18 @@ class AggregateLayerTest(testing.TestCase):
         ("repetitions", {"n": 2, "repetition": 0.5, "batch_repetition": 2}, True, ((8, 4, 6), (5, 4))),
     )
     def test_layer_with_readout(self, init_kwargs, training, expected_shapes):
-        # The training step sums a single output, so it is left out here.
+        # The training step sums a single output, so it is left out here; so
+        # is the mixed-precision check, which calls compute_output_spec
+        # without the call arguments (no return_readout), and a random layout
+        # refuses that call. The cases above check mixed precision.
         self.run_layer_test(
             Aggregate,
-            init_kwargs=init_kwargs,
+            init_kwargs={**GROUP, **init_kwargs},
             input_shape=(5, 4, 3),
             call_kwargs={"training": training, "return_readout": True},
             expected_output_shape=expected_shapes,
             run_training_check=False,
+            run_mixed_precision_check=False,
         )
 
 
@@ -211,7 +222,7 @@ class AggregateLayerTest(testing.TestCase):
     ],
 )
 def test_static_output_batch(kwargs, training, batch, expected):
-    layer = Aggregate(2, **kwargs)
+    layer = Aggregate(2, **{**GROUP, **kwargs})
     if training is None:
         assert layer.compute_output_shape((batch, 3)) == (expected, 6)
     spec = layer.compute_output_spec(
@@ -222,3 +233,75 @@ def test_static_output_batch(kwargs, training, batch, expected):
         x = np.zeros((batch, 3), "float32")
         y, _ = layer(x, training=training, return_readout=True)
         assert tuple(y.shape) == (expected, 6)
+
+
+def _backbone():
+    return keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(3, activation="softmax")]
+    )
+
+
+def _settings(layer):
+    return {k: v for k, v in layer.get_config().items() if k not in ("name", "axis", "dtype", "trainable")}
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"n": 3}, {"inference": "replicate", "repetition": 0.5, "batch_repetition": 3}),
+        ({"n": 2}, {"inference": "replicate", "repetition": 0.5, "batch_repetition": 2}),
+        ({"n": 1}, {"inference": "replicate", "repetition": 0.0, "batch_repetition": 1}),
+        ({"n": 2, "inference": "group"}, {"inference": "group", "repetition": 0.0, "batch_repetition": 2}),
+        ({"n": 2, "inference": "contextual"}, {"inference": "contextual", "repetition": 0.0, "batch_repetition": 2}),
+    ],
+    ids=["n3", "n2", "n1", "group", "contextual"],
+)
+def test_defaults_are_those_of_wrap(kwargs, expected):
+    layer = Aggregate(**kwargs)
+    assert {key: getattr(layer, key) for key in expected} == expected
+    assert (layer.shuffle, layer.draws, layer.seed) == (False, 4, None)
+    wrapped = keras_agrlearn.wrap(_backbone(), width=1.0, **kwargs)
+    (inside,) = [l for l in wrapped.layers if isinstance(l, Aggregate)]
+    assert _settings(inside) == _settings(layer)
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"n": 2, "axis": -1, "shuffle": False, "draws": 4, "seed": None}, ("group", 0.0, 1)),
+        ({"n": 2, "inference": "replicate", "repetition": 0.5}, ("replicate", 0.5, 1)),
+        ({"n": 2, "inference": "replicate", "repetition": 0.5, "batch_repetition": 2}, ("replicate", 0.5, 2)),
+    ],
+    ids=["before-inference-default", "before-batch-repetition", "complete"],
+)
+def test_config_without_a_key_keeps_the_old_default(config, expected):
+    # A layer saved before 1.0 behaves as it did: a missing key means the
+    # default of then (group inference, no input or batch repetition).
+    layer = Aggregate.from_config({"name": "saved", **config})
+    assert (layer.inference, layer.repetition, layer.batch_repetition) == expected
+
+
+def test_one_argument_order_in_signature_docstring_and_config():
+    parameters = inspect.signature(Aggregate.__init__).parameters
+    names = [name for name in parameters if name not in ("self", "kwargs")]
+    assert names == ["n", "axis", "inference", "shuffle", "repetition", "batch_repetition", "draws", "seed"]
+    assert all(parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names[1:])
+    args = Aggregate.__doc__.split("    Args:\n")[1].split("\n\n")[0]
+    assert re.findall(r"^ {8}(\w+):", args, re.M) == names
+    config = Aggregate(2).get_config()
+    assert [key for key in config if key in names] == names
+
+
+def test_arguments_after_n_are_keyword_only():
+    with pytest.raises(TypeError, match="positional argument"):
+        Aggregate(2, -1)
+
+
+def test_symbolic_call_without_readout_is_refused_without_a_call_override():
+    # Keras' own hooks carry the check: compute_output_spec sees the symbolic
+    # call's `training` (None: both modes) and `return_readout`.
+    assert "__call__" not in vars(Aggregate)
+    with pytest.raises(ValueError, match=r"draws its groups at random"):
+        Aggregate(2)(keras.Input((3,)))
+    aggregated, readout = Aggregate(2)(keras.Input((3,)), return_readout=True)
+    assert tuple(readout.shape) == (None, None)

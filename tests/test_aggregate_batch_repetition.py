@@ -36,7 +36,7 @@ def test_every_sample_sits_in_b_groups_and_reads_back(batch, batch_repetition, r
 
 def test_groupings_are_independent_permutations():
     x = np.arange(12, dtype="float32").reshape(12, 1)
-    y, _ = Aggregate(3, batch_repetition=3, seed=0)(x, training=True, return_readout=True)
+    y, _ = Aggregate(3, repetition=0.0, batch_repetition=3, seed=0)(x, training=True, return_readout=True)
     y = keras.ops.convert_to_numpy(y)
     first, second, third = np.split(y, 3)
     for grouping in (first, second, third):

@@ -88,6 +88,8 @@ def test_unknown_inference_mode(constructor, inference):
         (("wrap", "Aggregate"), {"n": 1, "batch_repetition": 2}, ValueError, r"Argument `batch_repetition` must be 1 when n=1"),
         (("wrap", "Deaggregate"), {"objective": "sum"}, ValueError, r"Argument `objective` must be one of 'slots', 'mean'"),
         (("Aggregate", "Deaggregate"), {"axis": 1.0}, TypeError, r"Argument `axis` must be an integer, got 1.0"),
+        (("Aggregate",), {"shuffle": "yes"}, TypeError, r"Argument `shuffle` must be True or False, got 'yes'"),
+        (("Aggregate",), {"seed": 1.5}, TypeError, r"Argument `seed` must be an integer or None, got 1.5"),
         (("wrap",), {"strategy": "stems"}, ValueError, r"Argument `strategy` must be one of 'rebuild', 'stem', None"),
         (("wrap",), {"head": "missing"}, ValueError, r"Argument `head`: no layer named 'missing'"),
         (("wrap",), {"head": ["scores", "scores"]}, ValueError, r"Argument `head`: the model has 1 output"),
@@ -116,18 +118,22 @@ def test_invalid_option(targets, kwargs, error, match):
         (lambda: Aggregate(2, axis=-3), (4, 6), ValueError, r"must address .* got axis=-3"),
         (lambda: Aggregate(2), (4,), ValueError, r"rank >= 2"),
         (lambda: Deaggregate(2, axis=4), (4, 6), ValueError, r"Argument `axis` must address"),
-        (lambda: Deaggregate(4), (4, 6), ValueError, r"Deaggregate\(n=4\) needs .* a multiple of n"),
+        (lambda: Deaggregate(4), (4, 6), ValueError, r"Deaggregate '\w+' \(n=4, inference='replicate'\) needs the size of axis -1 to be a multiple of n.*n \* classes units"),
+        (lambda: Deaggregate(2, inference="group"), (3, 6), ValueError, r"Deaggregate '\w+' \(n=2, inference='group'\) was called without `readout` or `reference`"),
+        (lambda: Deaggregate(2), (3, 6), ValueError, r"without `readout` or `reference`.*Sequential"),
         (lambda: Aggregate(2), (0, 6), ValueError, r"empty batch \(0 samples\)"),
         (lambda: Deaggregate(2, inference="contextual"), (3, 6), ValueError, r"needs the `readout`"),
     ],
     ids=[
         "above-rank", "batch-axis", "below-rank", "rank-1", "deaggregate-axis",
-        "not-multiple", "empty-batch", "contextual-without-readout",
+        "not-multiple", "group-alone", "training-alone", "empty-batch",
+        "contextual-without-readout",
     ],
 )
 def test_invalid_call(layer, shape, error, match):
+    training = True if "training-alone" in match or "Sequential" in match else None
     with pytest.raises(error, match=match):
-        layer()(np.zeros(shape, "float32"))
+        layer()(np.zeros(shape, "float32"), training=training)
 
 
 @pytest.mark.parametrize(
@@ -269,3 +275,102 @@ def test_head_units_differ_from_labels_surfaces_keras_error():
 def test_empty_batch_is_refused_by_a_wrapped_model():
     with pytest.raises(ValueError, match=r"empty batch \(0 samples\)"):
         wrap(backbone(), n=2)(np.zeros((0, 6), "float32"))
+
+
+# Input and batch repetition off: the layouts that pass a `reference`.
+STILL = {"repetition": 0.0, "batch_repetition": 1}
+
+# (Aggregate arguments, Deaggregate arguments, what Deaggregate receives).
+MISMATCHED_PAIRS = [
+    ({"n": 2, "inference": "replicate"}, {"n": 2, "inference": "group"}, "readout"),
+    ({"n": 2, "inference": "replicate", **STILL}, {"n": 2, "inference": "group"}, "reference"),
+    ({"n": 2, "inference": "group", **STILL}, {"n": 2, "inference": "replicate"}, "reference"),
+    ({"n": 2, "inference": "group"}, {"n": 2, "inference": "contextual"}, "readout"),
+    ({"n": 2}, {"n": 3}, "readout"),
+    ({"n": 3}, {"n": 2}, "readout"),
+    ({"n": 2, "inference": "group", **STILL}, {"n": 3, "inference": "group"}, "reference"),
+    ({"n": 2, "inference": "replicate", **STILL}, {"n": 3, "inference": "group"}, "reference"),
+]
+PAIR_IDS = [
+    "replicate-group-readout", "replicate-group-reference", "group-replicate-reference",
+    "group-contextual-readout", "n2-n3-readout", "n3-n2-readout", "n2-n3-reference",
+    "n-and-inference-reference",
+]
+
+
+@pytest.mark.parametrize("aggregate_kwargs, deaggregate_kwargs, via", MISMATCHED_PAIRS, ids=PAIR_IDS)
+def test_mismatched_pair_is_refused_when_the_model_is_built(aggregate_kwargs, deaggregate_kwargs, via):
+    inputs = keras.Input((4,))
+    aggregate = Aggregate(**aggregate_kwargs)
+    if via == "readout":
+        x, readout = aggregate(inputs, return_readout=True)
+        passed = {"readout": readout}
+    else:
+        x, passed = aggregate(inputs), {"reference": inputs}
+    y = keras.layers.Dense(6)(x)  # a multiple of 2 and of 3
+    deaggregate = Deaggregate(**deaggregate_kwargs)
+    mine = f"n={deaggregate.n}, inference={deaggregate.inference!r}"
+    theirs = f"n={aggregate.n}, inference={aggregate.inference!r}"
+    match = (
+        rf"Deaggregate '{deaggregate.name}' \({re.escape(mine)}\) does not match "
+        rf"Aggregate '{aggregate.name}' \({re.escape(theirs)}\), whose {'readout' if via == 'readout' else 'input'} it receives"
+    )
+    with pytest.raises(ValueError, match=match):
+        deaggregate(y, **passed)
+
+
+@pytest.mark.parametrize("aggregate_kwargs, deaggregate_kwargs, via", MISMATCHED_PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("batch", [1, 4, 5])
+def test_mismatched_pair_never_returns_wrong_rows_eagerly(aggregate_kwargs, deaggregate_kwargs, via, batch):
+    # Through an identity network, the right rows are the inputs themselves:
+    # every call either raises, naming both settings, or returns them.
+    # A backend tensor, so that both layers see the same object (a NumPy
+    # reference is converted apart, and only its number of groups is checked).
+    x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(batch, 6)).astype("float32"))
+    aggregate = Aggregate(seed=0, **aggregate_kwargs)
+    deaggregate = Deaggregate(**deaggregate_kwargs)
+    for training in (True, False):
+        y, readout = aggregate(x, training=training, return_readout=True)
+        passed = {"readout": readout} if via == "readout" else {"reference": x}
+        try:
+            rows = deaggregate(y, training=training, **passed)
+        except ValueError as error:
+            assert "Give both layers the same n and inference" in str(error)
+            assert f"n={deaggregate.n}" in str(error)
+            continue
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(rows), keras.ops.convert_to_numpy(x), rtol=1e-6
+        )
+
+
+def test_mismatched_class_score_width_names_the_deaggregate():
+    inputs = keras.Input((4,))
+    x, readout = Aggregate(n=2)(inputs, return_readout=True)
+    y = keras.layers.Dense(5)(x)
+    match = r"Deaggregate '\w+' \(n=2, inference='replicate'\) needs the size of axis -1 to be a multiple of n.*got shape \(None, 5\)"
+    with pytest.raises(ValueError, match=match):
+        Deaggregate(n=2)(y, readout=readout)
+
+
+@pytest.mark.parametrize(
+    "aggregate_kwargs, match",
+    [
+        ({}, r"call it with `return_readout=True`.*A Sequential model cannot pass it: use `keras_agrlearn.wrap"),
+        ({"inference": "group", **STILL}, r"without `readout` or `reference`.*Sequential model.*Use `keras_agrlearn.wrap.*Functional model"),
+        ({"inference": "replicate", **STILL}, r"without `readout` or `reference`.*Sequential model.*Use `keras_agrlearn.wrap.*Functional model"),
+    ],
+    ids=["defaults", "group", "replicate"],
+)
+def test_sequential_stack_that_cannot_restore_rows_is_refused(aggregate_kwargs, match):
+    # Sequential passes one tensor from layer to layer: Deaggregate gets
+    # neither readout nor reference, and would return G*n rows for B samples.
+    aggregate = Aggregate(n=2, **aggregate_kwargs)
+    with pytest.raises(ValueError, match=match):
+        keras.Sequential(
+            [
+                keras.Input((4,)),
+                aggregate,
+                keras.layers.Dense(6),
+                Deaggregate(n=2, inference=aggregate.inference),
+            ]
+        )

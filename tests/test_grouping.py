@@ -52,8 +52,8 @@ def roundtrip(aggregate, deaggregate, x, training):
 @given(cases())
 def test_group_layout_roundtrip(case):
     n, axis, x, _ = case
-    grouped = Aggregate(n, axis=axis)(x)
-    restored = Deaggregate(n, axis=axis)(grouped, x)
+    grouped = Aggregate(n, axis=axis, inference="group")(x)
+    restored = Deaggregate(n, axis=axis, inference="group")(grouped, x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored), x)
 
 
@@ -71,7 +71,7 @@ def test_inference_layouts_roundtrip(case, inference):
 def test_training_layouts_roundtrip(case, shuffle, repetition):
     n, axis, x, seed = case
     aggregate = Aggregate(n, axis=axis, shuffle=shuffle, repetition=repetition, seed=seed)
-    deaggregate = Deaggregate(n, axis=axis)
+    deaggregate = Deaggregate(n, axis=axis, inference=aggregate.inference)
     np.testing.assert_allclose(roundtrip(aggregate, deaggregate, x, True), x, rtol=1e-6)
 
 
@@ -81,7 +81,7 @@ def test_each_group_holds_n_distinct_samples_in_order(case):
     # The aggregated tensor itself: slot s of group g is sample g*n + s, the
     # last group completed cyclically from the start of the batch.
     n, axis, x, _ = case
-    grouped = keras.ops.convert_to_numpy(Aggregate(n, axis=axis)(x))
+    grouped = keras.ops.convert_to_numpy(Aggregate(n, axis=axis, inference="group")(x))
     batch = len(x)
     groups = -(-batch // n)
     slots = np.split(grouped, n, axis=axis)
