@@ -75,7 +75,7 @@ CONFIGS = {
                        learning_rate=1e-2),
     "mnist1d-32": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(32),
                        batch_size=64, budgets=(20, 40, 80, 160), seeds=5, role="selection",
-                       learning_rate=1e-2, data_efficiency=True),
+                       learning_rate=1e-2),
     "mnist1d-128": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(128),
                         batch_size=64, budgets=(10, 20, 40, 80), seeds=5, role="selection",
                         learning_rate=1e-2, data_efficiency=True),
@@ -125,8 +125,7 @@ PLAIN_ARMS = tuple(a for a in ARMS if not a.startswith("wrap-"))
 # and MIMO's setting.
 MINIMAL_ARMS = ("plain", "plain-wide-long2", "plain-long-matched", "ensemble",
                 "wrap-defaults", "wrap-mimo")
-DATA_ARMS = ("plain", "plain-long2", "plain-wide-long2", "plain-long-matched",
-             "wrap-defaults", "wrap-mimo", "wrap-n2")
+DATA_ARMS = ("plain", "plain-long2", "plain-wide-long2", "wrap-defaults", "wrap-mimo", "wrap-n2")
 
 
 # ---------------------------------------------------------------------------
