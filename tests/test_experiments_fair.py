@@ -15,7 +15,7 @@ def quick_run(tmp_path_factory):
     if keras.backend.backend() != "jax":
         pytest.skip("the study runs on JAX (its report names the backend); one smoke run suffices")
     out = tmp_path_factory.mktemp("fair")
-    argv = ["--quick", "--configs", "mnist1d-32", "--records", str(out / "fair.jsonl"),
+    argv = ["--quick", "--configs", "mnist1d-128", "--records", str(out / "fair.jsonl"),
             "--report", str(out / "FAIR.md"), "--cache", str(out / "cache")]
     fair.main(argv)
     return out, argv
@@ -40,7 +40,7 @@ def test_quick_run_records_every_arm_with_its_cost(quick_run):
             for split in ("val", "test"):
                 assert 0.0 <= ev[split]["acc"] <= 1.0 and ev[split]["nll"] > 0
     report = (out / "FAIR.md").read_text()
-    for heading in ("## Budgets", "## `mnist1d-32`", "## Decision", "## Data efficiency",
+    for heading in ("## Budgets", "## `mnist1d-128`", "## Decision", "## Data efficiency",
                     "## Uncertainty against the deep ensemble"):
         assert heading in report
     assert (out / "fair_budgets.png").stat().st_size > 0
