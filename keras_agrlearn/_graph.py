@@ -1,4 +1,4 @@
-"""Reading a backbone's layer graph: its Functional form and its layers by name."""
+"""Reading a backbone's layer graph: its Functional form, its layers and its names."""
 
 import keras
 
@@ -61,6 +61,35 @@ def find_layer(graph, layer_name, argument):
     )
 
 
+def input_name(tensor):
+    """The name of the input layer of the graph input `tensor`.
+
+    A wrapped model's input takes it, so the names a Functional model shows
+    for its inputs are kept; an unnamed input of a Sequential model is then
+    `input_layer...`, as in the backbone's summary, not `keras_tensor...`.
+    """
+    return _keras_internals.producer(tensor)[0].name
+
+
+def with_output_names(graph, outputs):
+    """`outputs` (a replay of `graph`) under the output names of `graph`.
+
+    Keras names a Functional model's outputs after the layers that produce
+    them, and `compile(loss={...})` keys on those names. A replayed output
+    keeps its name when its layer does; the output of a nested model, whose
+    layers the walk inlines, is passed through an `Identity` layer that
+    carries the nested model's name.
+    """
+    named, taken = [], set()
+    for tensor, name in zip(keras.tree.flatten(outputs), graph.output_names):
+        # Two outputs of one nested model share its name; a layer name is unique.
+        if _keras_internals.producer(tensor)[0].name != name and name not in taken:
+            tensor = keras.layers.Identity(name=name, dtype=tensor.dtype)(tensor)
+        taken.add(_keras_internals.producer(tensor)[0].name)
+        named.append(tensor)
+    return keras.tree.pack_sequence_as(outputs, named)
+
+
 def input_spec(model):
     """The `(batch_shape, dtype)` of a one-input model's input.
 
@@ -95,6 +124,11 @@ def input_spec(model):
     return shape, model.compute_dtype
 
 
+def subclassed_input_name(model):
+    """The input name of a wrapped subclassed model, which names none itself."""
+    return f"{model.name}_input"
+
+
 def trace(model):
     """The Functional graph of a subclassed model's `call`, or why there is none.
 
@@ -105,7 +139,7 @@ def trace(model):
         `(graph, None)`, or `(None, reason)` when `call` cannot be traced.
     """
     shape, dtype = input_spec(model)
-    inputs = keras.Input(batch_shape=shape, dtype=dtype, name=f"{model.name}_input")
+    inputs = keras.Input(batch_shape=shape, dtype=dtype, name=subclassed_input_name(model))
     # The call is the model author's code: any error it raises on a symbolic
     # input means it cannot be traced, which selects the stem strategy.
     try:

@@ -1,7 +1,9 @@
 """The classification head: finding it, and regrouping its n*K scores.
 
 Both strategies of `wrap` end the same way: a head with `n * K` outputs and
-no activation, `Deaggregate`, then the head's own activation per sample.
+no activation, named `<head>_slots`, `Deaggregate`, then the head's own
+activation per sample. The last of these takes the head's name, so that an
+output keeps the name (`model.output_names`) that `compile` keys on.
 """
 
 import keras
@@ -85,6 +87,11 @@ def _head_of(tensor):
         tensor = inputs[0]
 
 
+def slots_name(name):
+    """The name of the `n * K` layer that replaces the head named `name`."""
+    return f"{name}_slots"
+
+
 def head_axis(layer):
     """The axis of a head's class scores: 1 for channels-first convolutions."""
     return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
@@ -102,18 +109,21 @@ def regroup(scores, aggregation, activation, dtype, name, axis=-1):
     """`n * K` grouped scores back to per-sample rows, then the head's activation.
 
     `aggregation` is the walker's record of the aggregation point: its `n`,
-    `inference`, `objective`, the `reference` tensor and the `readout`.
+    `inference`, `objective`, the `reference` tensor and the `readout`. The
+    last layer, the activation or else `Deaggregate`, is named `name`.
     """
+    activated = activation not in (None, keras.activations.linear)
     deaggregate = Deaggregate(
         aggregation.n,
         axis=axis,
         inference=aggregation.inference,
         objective=aggregation.objective,
+        name=None if activated else name,
     )
     if aggregation.readout is not None:
         outputs = deaggregate(scores, readout=aggregation.readout)
     else:
         outputs = deaggregate(scores, aggregation.reference)
-    if activation not in (None, keras.activations.linear):
+    if activated:
         outputs = keras.layers.Activation(activation, dtype=dtype, name=name)(outputs)
     return outputs

@@ -21,6 +21,8 @@ from keras.src.models.functional import Functional
 # Keras' preprocessing layers live in this package; they run per sample with
 # a state fitted to the per-sample layout (`adapt`).
 PREPROCESSING_PACKAGE = "keras.src.layers.preprocessing"
+# Keras' own layers, whatever public name exports them, live in this package.
+KERAS_PACKAGE = "keras"
 
 
 def is_functional(model):
@@ -62,6 +64,14 @@ def call_input_shapes(layer):
 def is_preprocessing(layer):
     """Whether `layer` is one of Keras' preprocessing layers."""
     return type(layer).__module__.startswith(PREPROCESSING_PACKAGE)
+
+
+def is_builtin(layer):
+    """Whether `layer` is an instance of a class defined by Keras itself.
+
+    A user's subclass of a Keras layer is not: its `call` may differ.
+    """
+    return type(layer).__module__.split(".")[0] == KERAS_PACKAGE
 
 
 def built_input_shapes(model):

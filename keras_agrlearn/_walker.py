@@ -5,9 +5,12 @@ and tag each tensor: per *sample* (before aggregation), *aggregated* (n
 samples per row) or *predicted* (per-sample class scores after the head).
 Per-sample layers stay before the aggregation point; the first layer that
 mixes channels receives aggregated inputs; the head gets `n * K` outputs and
-its scores are regrouped per sample. What runs in place of each original
-layer is the strategy's choice (`GraphWalker` subclasses): a widened clone
-(`rebuild.py`) or the layer itself (`stem.py`).
+its scores are regrouped per sample. A layer whose effect on channels is
+unknown (`supports_aggregation`) runs per sample when it has no weights, and
+is refused after the aggregation point: it could slice or count channels,
+which would silently drop or mix up the samples of a group. What runs in
+place of each original layer is the strategy's choice (`GraphWalker`
+subclasses): a widened clone (`rebuild.py`) or the layer itself (`stem.py`).
 
 `aggregation_axes` walks the graph without building anything, so that `wrap`
 knows the aggregation points before it settles its defaults.
@@ -51,12 +54,45 @@ PER_SAMPLE_LAYERS = (
     keras.layers.UpSampling3D,
 )
 
+# Keras layers that run code wrap() cannot read, a Python function or another
+# framework's model: what they do to channels is unknown.
+OPAQUE_LAYERS = (
+    keras.layers.Lambda,
+    keras.layers.TFSMLayer,
+    keras.layers.TorchModuleWrapper,
+    keras.layers.JaxLayer,
+    keras.layers.FlaxLayer,
+)
+
 SAMPLE, AGGREGATED, PREDICTED = "sample", "aggregated", "predicted"
 
 
+def supports_aggregation(layer):
+    """Whether `layer` may run on n samples stacked along its channel axis.
+
+    Keras' own layers treat every channel alike or mix them all (a `Reshape`
+    is adapted by the rebuild strategy), except those in `OPAQUE_LAYERS`. Any
+    other layer is unknown unless its class declares
+    `supports_aggregation = True` (or `False`, to be refused).
+    """
+    declared = getattr(layer, "supports_aggregation", None)
+    if declared is not None:
+        return bool(declared)
+    return _keras_internals.is_builtin(layer) and not isinstance(layer, OPAQUE_LAYERS)
+
+
 def is_per_sample(layer):
-    return isinstance(layer, PER_SAMPLE_LAYERS) or _keras_internals.is_preprocessing(
-        layer
+    """Whether `layer` stays before the default aggregation point.
+
+    Besides the layers known to act on each sample alone, a layer without
+    weights whose effect on channels is unknown stays per sample: it runs
+    there exactly as in the backbone, and it has nothing to learn from
+    aggregated samples.
+    """
+    return (
+        isinstance(layer, PER_SAMPLE_LAYERS)
+        or _keras_internals.is_preprocessing(layer)
+        or (not layer.weights and not supports_aggregation(layer))
     )
 
 
@@ -110,6 +146,8 @@ class GraphWalker:
     Subclasses choose what runs in place of each layer: `layer_for` (a layer
     on aggregated data, or per-sample with weights), `clone_config` (the
     config of a clone) and `head_overrides` (the new head's config changes).
+    Layers without weights whose config needs no change are used as they are,
+    never rebuilt from their config (a `Lambda` would be deserialized).
 
     Args:
         aggregation: the `Aggregation` to use.
@@ -118,8 +156,10 @@ class GraphWalker:
             None for the first channel-mixing layer.
     """
 
-    # Whether Keras preprocessing layers may run on aggregated samples.
-    preprocessing_after_aggregation = False
+    # Whether the layers after the aggregation point see the per-sample
+    # channel count (the stem projects the aggregated samples back to it), so
+    # that any layer, preprocessing or unknown, may run there.
+    sees_sample_channels = False
 
     def __init__(self, aggregation, heads=(), aggregate_after=None):
         self.aggregation = aggregation
@@ -168,15 +208,8 @@ class GraphWalker:
             return self.tag(outputs, SAMPLE)
         if PREDICTED in states:
             raise _mixes_scores_error("Layer", layer)
-        if (
-            _keras_internals.is_preprocessing(layer)
-            and not self.preprocessing_after_aggregation
-        ):
-            raise ValueError(
-                f"Layer '{layer.name}' ({type(layer).__name__}) is per-sample "
-                "preprocessing with a fixed input layout and cannot run on "
-                "aggregated samples; aggregate after it (`aggregate_after=`)."
-            )
+        if not self.sees_sample_channels:
+            _check_runs_aggregated(layer)
         args, kwargs = self.aggregated_inputs(layer, args, kwargs)
         return self.tag(self.layer_for(layer, args)(*args, **kwargs), AGGREGATED)
 
@@ -221,8 +254,12 @@ class GraphWalker:
         return {}
 
     def after_head(self, layer):
-        """The layer that runs in place of `layer` on per-sample class scores."""
-        return self.clone(layer)
+        """The layer that runs in place of `layer` on per-sample class scores.
+
+        It works per sample as in the backbone: shared when it has no
+        weights, else a clone, so that training leaves the backbone alone.
+        """
+        return self.clone(layer) if layer.weights else layer
 
     def clone(self, layer, **overrides):
         """A fresh copy of `layer` from its config; one per original layer."""
@@ -269,12 +306,17 @@ class GraphWalker:
         return self.new_head(layer, args, kwargs)
 
     def new_head(self, layer, args, kwargs):
-        """The `n * K` head in place of `layer`, regrouped per sample."""
+        """The `n * K` head in place of `layer`, regrouped per sample.
+
+        The `n * K` layer is named `<head>_slots`; the per-sample scores come
+        out of a layer named like the head, as in the backbone.
+        """
         config = layer.get_config()
         size_key = "units" if "units" in config else "filters"
         overrides = {
             size_key: self.aggregation.n * config[size_key],
             "activation": "linear",
+            "name": _head.slots_name(layer.name),
             **self.head_overrides(),
         }
         scores = self.clone(layer, **overrides)(*args, **kwargs)
@@ -283,8 +325,29 @@ class GraphWalker:
             self.aggregation,
             getattr(layer, "activation", None),
             _head.output_dtype(layer),
-            f"{layer.name}_activation",
+            layer.name,
             axis=_head.head_axis(layer),
+        )
+
+
+def _check_runs_aggregated(layer):
+    """Refuses a layer that cannot run on aggregated samples, saying why."""
+    if _keras_internals.is_preprocessing(layer):
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) is per-sample "
+            "preprocessing with a fixed input layout and cannot run on "
+            "aggregated samples; aggregate after it (`aggregate_after=`)."
+        )
+    if not supports_aggregation(layer):
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) would run after "
+            "the aggregation point, on n samples stacked along its channel "
+            "axis, and wrap() cannot tell what it does to channels (it could "
+            "slice or count them). Keep it per sample with "
+            f"`aggregate_after='{layer.name}'` (or a later layer), keep the "
+            "backbone body unchanged with strategy='stem', or, for a custom "
+            "layer that treats every channel alike or mixes them all, "
+            "declare the class attribute `supports_aggregation = True`."
         )
 
 

@@ -1,12 +1,14 @@
 """The rebuild strategy of `wrap`: replay a backbone layer by layer, widened.
 
-Every layer of a Functional or Sequential backbone is cloned from its config,
-its width multiplied by `width`; `Aggregate` goes before the first layer that
-mixes channels and the head gets `n * K` outputs (see `_walker.py`). At
-`width=1.0` the backbone's weights are kept where shapes allow (see
-`_pretrained.py`); otherwise the result has fresh weights, and `wrap` warns
-when the backbone looks pretrained. Stateful preprocessing layers are shared
-with the backbone as they are.
+Every layer of a Functional or Sequential backbone that runs on aggregated
+samples or has weights is cloned from its config, its width multiplied by
+`width`; `Aggregate` goes before the first layer that mixes channels and the
+head gets `n * K` outputs (see `_walker.py`). At `width=1.0` the backbone's
+weights are kept where shapes allow (see `_pretrained.py`); otherwise the
+result has fresh weights, and `wrap` warns when the backbone looks
+pretrained. Per-sample layers without trainable weights (stateful
+preprocessing, a `Lambda`) are shared with the backbone as they are. The
+inputs and outputs keep the backbone's names and structure.
 """
 
 import math
@@ -76,7 +78,8 @@ def rebuild_model(
 
     Returns:
         A new, uncompiled `AgrLearnModel` taking and returning per-sample
-        tensors. At `width=1.0` it starts from the backbone's weights where
+        tensors, with the input and output names and the output structure of
+        `model`. At `width=1.0` it starts from the backbone's weights where
         shapes allow (see `_pretrained.keep_weights`).
 
     Warns:
@@ -89,7 +92,9 @@ def rebuild_model(
     walker = Rebuilder(aggregation, heads, after, width)
     inputs = keras.tree.map_structure(
         lambda x: walker.tag(
-            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name),
+            keras.Input(
+                batch_shape=x.shape, dtype=x.dtype, name=_graph.input_name(x)
+            ),
             _walker.SAMPLE,
         ),
         graph.input,
@@ -102,6 +107,7 @@ def rebuild_model(
                 f"the output of model '{model.name}'; pass `head=` the name of "
                 "the layer that produces the class scores."
             )
+    outputs = _graph.with_output_names(graph, outputs)
     rebuilt = AgrLearnModel(inputs, outputs, name=name)
     if width == 1.0:
         reset = _pretrained.keep_weights(walker.pairs.values(), heads, aggregation.n)
@@ -117,7 +123,11 @@ def rebuild_model(
 
 
 class Rebuilder(_walker.GraphWalker):
-    """Replays a graph with every layer cloned from its config and widened."""
+    """Replays a graph with its layers cloned from their config and widened.
+
+    Per-sample and post-head layers without weights are shared as they are
+    (see `GraphWalker`).
+    """
 
     def __init__(self, aggregation, heads, aggregate_after, width):
         super().__init__(aggregation, heads, aggregate_after)

@@ -23,6 +23,9 @@ from keras_agrlearn import _walker
 from keras_agrlearn.model import AgrLearnModel
 
 STEM_NAME = "agrlearn_stem"
+# The new head of a backbone without one: `agrlearn_head_slots` (n * K scores)
+# and `agrlearn_head`, the per-sample output.
+HEAD_NAME = "agrlearn_head"
 DATA_FORMATS = ("channels_last", "channels_first")
 
 
@@ -93,14 +96,19 @@ def stem_model(
             )
         classes = _validation.check_classes(classes)
         heads = []
-    inputs = keras.Input(batch_shape=shape, dtype=dtype, name=f"{model.name}_input")
+    input_name = (
+        _graph.input_name(graph.inputs[0])
+        if functional
+        else _graph.subclassed_input_name(model)
+    )
+    inputs = keras.Input(batch_shape=shape, dtype=dtype, name=input_name)
     walker = StemWalker(aggregation, heads)
     projected = walker.tag(
         _project(walker.aggregate(inputs, axis), shape[axis], aggregation.n, axis),
         _walker.AGGREGATED,
     )
     if functional:
-        outputs = walker.run(graph, [projected])
+        outputs = _graph.with_output_names(graph, walker.run(graph, [projected]))
     else:
         outputs = _new_head(model(projected), aggregation, classes)
     return AgrLearnModel(inputs, outputs, name=name)
@@ -118,8 +126,9 @@ class StemWalker(_walker.GraphWalker):
     """Replays a graph on aggregated inputs, its layers kept as they are."""
 
     # The stem projects the aggregated samples back to the body's channel
-    # count, so the body's preprocessing sees the layout it was built for.
-    preprocessing_after_aggregation = True
+    # count, so every layer of the body, preprocessing or unknown, sees the
+    # layout it was built for.
+    sees_sample_channels = True
 
     def layer_for(self, layer, args):
         return layer
@@ -171,11 +180,7 @@ def _project(aggregated, channels, n, axis):
 def _new_head(features, aggregation, classes):
     if len(features.shape) != 2:
         features = keras.layers.Flatten(name="agrlearn_features")(features)
-    head = keras.layers.Dense(aggregation.n * classes, name="agrlearn_head")
+    head = keras.layers.Dense(aggregation.n * classes, name=_head.slots_name(HEAD_NAME))
     return _head.regroup(
-        head(features),
-        aggregation,
-        "softmax",
-        _head.output_dtype(head),
-        "agrlearn_head_activation",
+        head(features), aggregation, "softmax", _head.output_dtype(head), HEAD_NAME
     )

@@ -5,10 +5,9 @@ and hands over to it: `rebuild.py` replays a layer graph, widened;
 `stem.py` keeps a backbone's body and aggregates in front of it.
 """
 
-import math
-
 import keras
 
+from keras_agrlearn import _defaults
 from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
@@ -16,26 +15,23 @@ from keras_agrlearn import _validation
 from keras_agrlearn import _walker
 from keras_agrlearn import rebuild
 from keras_agrlearn import stem
+from keras_agrlearn.aggregate import Aggregate
+from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn.model import AgrLearnModel
 from keras_agrlearn.rebuild import scaled_width
 
 __all__ = ["scaled_width", "wrap"]
 
 STRATEGIES = ("rebuild", "stem")
 _KEPT = "requested; the backbone body and its weights are kept"
-# MIMO-style input repetition by default: it won in every recipe measured
-# with replicated inference (docs/RESULTS.md).
-DEFAULT_REPETITION = 0.5
-# The loss sees the mean of a sample's slots: in the drop-in study (the same
-# fit call as the plain model) it beat scoring each slot on 2 of 3 datasets.
-DEFAULT_OBJECTIVE = "mean"
 
 
 def wrap(
     model,
-    n=3,
-    width=None,
-    inference="replicate",
+    n=_defaults.N,
     *,
+    width=None,
+    inference=_defaults.INFERENCE,
     shuffle=False,
     repetition=None,
     batch_repetition=None,
@@ -53,8 +49,10 @@ def wrap(
     """Turns a Keras classifier into an Aggregated Learning model.
 
     The result is a new `keras.Model` with the same per-sample inputs and
-    outputs as `model`, so every Keras loss, metric, callback and data pipeline
-    works unchanged. Two strategies build it:
+    outputs as `model`, under the same names and in the same structure (a
+    dict, a list or a single tensor), so every Keras loss, metric, callback
+    and data pipeline works unchanged, `compile(loss={...})` keyed by output
+    name included. Two strategies build it:
 
     `strategy="rebuild"` (Functional and Sequential models, nested models
     included, and subclassed models whose `call` can be traced on a symbolic
@@ -62,9 +60,19 @@ def wrap(
 
     - `Aggregate` goes before the first layer that mixes channels; per-sample
       preprocessing (`Rescaling`, `Normalization`, `TextVectorization`,
-      reshapes, `Embedding`, ...) stays per sample and keeps its state. Token
+      reshapes, `Embedding`, ...) stays per sample and keeps its state, and
+      so do layers without weights that `wrap` does not know (a `Lambda`,
+      a custom layer): they run per sample exactly as in the backbone. Token
       ids are therefore aggregated after their embedding, along the feature
       axis. Masks (`mask_zero=True`) stop at the aggregation point.
+    - After the aggregation point, a layer sees n samples stacked along its
+      channel axis. Keras' own layers are known to cope; a `Lambda`, a
+      Keras layer wrapping foreign code (`TFSMLayer`, `JaxLayer`, ...) or a
+      custom layer could slice or count channels, so `wrap` refuses it by
+      name rather than guess; move the aggregation point past it
+      (`aggregate_after=`), use `strategy="stem"`, or, for a custom layer
+      that treats every channel alike or mixes them all, declare it with the
+      class attribute `supports_aggregation = True`.
     - Hidden widths are multiplied by `width` with one rounding rule
       (`scaled_width`): `units` of `Dense`, `LSTM`, `GRU`, `SimpleRNN` (also
       inside `Bidirectional`), `filters` of every convolution, `output_dim`
@@ -74,9 +82,12 @@ def wrap(
       uses `-1`, and refused with its name otherwise.
     - The classification head gets `n * K` outputs without activation, then
       `Deaggregate`, then the head's own activation per sample (in float32
-      under mixed precision). A model with several outputs gets one such head
-      per output; a model with several inputs aggregates each of them with
-      the same grouping.
+      under mixed precision). The `n * K` layer is named after the head with
+      `_slots` appended; the last per-sample layer takes the head's name, so
+      the model's outputs keep theirs (an output of a nested model passes
+      through an `Identity` layer named after it). A model with several
+      outputs gets one such head per output; a model with several inputs
+      aggregates each of them with the same grouping.
 
     `n=1` gives the original architecture with the same number of
     parameters, the natural baseline. Stateful preprocessing layers are
@@ -108,7 +119,8 @@ def wrap(
     `classes` units goes on top.
 
     Args:
-        model: a built `keras.Model`: Functional, Sequential or subclassed.
+        model: a built `keras.Model`: Functional, Sequential or subclassed,
+            and not itself an AgrLearn model.
         n: int >= 1, the number of samples aggregated per forward pass.
             Defaults to `3`.
         width: finite float > 0 or None, the hidden width multiplier
@@ -145,17 +157,12 @@ def wrap(
             the AgrLearn paper; `AgrLearnModel` spreads the labels, so any
             Keras loss works).
 
-            The defaults were chosen by a study in which the plain model and
-            `wrap(model, n=3)` get the same `compile` and `fit` call
-            (`docs/DROPIN.md`): they reached the plain model's accuracy
-            (within 0.3 points) with a lower NLL on MNIST-1D and digits, at
-            2.5-2.9 x its training time (twice the forward passes per epoch,
-            each about n times as costly). On a backbone that overfits when
-            widened (the Fashion-MNIST convnet of that study) they lose
-            calibration: there pass `objective="slots"` (and try
-            `width=1.0`), or tune them with `AgrLearnHyperModel`. On a
-            short budget (a small ResNet trained 5 epochs on Fashion-MNIST)
-            they lose 0.5-0.9 points: train longer, or keep the plain model.
+            The defaults of `width`, `inference`, `repetition`,
+            `batch_repetition` and `objective` were chosen by measurement;
+            `docs/RESULTS.md` gives the figures and when other settings do
+            better (a backbone that overfits when widened: try
+            `objective="slots"` and `width=1.0`, or tune them with
+            `AgrLearnHyperModel`).
         draws: int >= 1, companion sets per sample in contextual inference.
             Defaults to `4`.
         seed: int or None, seed of the permutations and companions.
@@ -186,8 +193,10 @@ def wrap(
 
     Raises:
         ValueError, TypeError: for an invalid argument, a model that is not
-            built, a layer that cannot work on aggregated samples (named in
-            the message), or a model whose classification head cannot be found.
+            built or is already an AgrLearn model, a layer that cannot work
+            on aggregated samples or whose effect on channels is unknown
+            (named in the message, with the options), or a model whose
+            classification head cannot be found.
 
     Warns:
         UserWarning: when the rebuild strategy re-initialises weights of a
@@ -211,13 +220,14 @@ def wrap(
     (20, 10)
     """
     _validation.check_model(model)
+    _check_not_agrlearn(model)
     n = _validation.check_n(n)
     default_width = width is None
     if not default_width:
         width = _validation.check_width(width)
     inference = _validation.check_inference(inference)
     objective = _validation.check_objective(
-        DEFAULT_OBJECTIVE if objective is None else objective
+        _defaults.OBJECTIVE if objective is None else objective
     )
     draws = _validation.check_draws(draws)
     if repetition is not None:
@@ -227,7 +237,7 @@ def wrap(
     strategy, backbone, reason, untraced = _choose_strategy(model, strategy, classes)
     if default_width:
         # The stem strategy keeps the backbone body, so it cannot widen it.
-        width = 1.0 if strategy == "stem" else default_width_for(n)
+        width = 1.0 if strategy == "stem" else _defaults.width_for(n)
     if strategy == "stem":
         if width != 1.0 or aggregate_after is not None:
             raise ValueError(
@@ -281,22 +291,20 @@ def wrap(
     )
 
 
-def default_width_for(n):
-    """`wrap`'s width when none is given: sqrt(n), to two decimals.
-
-    Hidden layers hold about width**2 times the backbone's weights, so each
-    of the n samples of a group gets about the backbone's own capacity.
-    """
-    return round(math.sqrt(n), 2)
-
-
-def default_batch_repetition_for(n):
-    """`wrap`'s batch repetition when none is given: n for n > 1, else 1.
-
-    With b = n, an n-fold model makes as many forward passes per epoch
-    without input repetition as the plain network.
-    """
-    return n if n > 1 else 1
+def _check_not_agrlearn(model):
+    """Refuses a model that already aggregates: `wrap` takes the plain classifier."""
+    found = [
+        f"'{layer.name}' ({type(layer).__name__})"
+        for layer in _keras_internals.sublayers(model)
+        if isinstance(layer, (Aggregate, Deaggregate))
+    ]
+    if isinstance(model, AgrLearnModel) or found:
+        holds = f" (it holds {', '.join(found)})" if found else ""
+        raise ValueError(
+            f"Argument `model`: model '{model.name}' is already an AgrLearn "
+            f"model{holds}. wrap() takes the plain classifier: wrap the "
+            "backbone it was built from, with the `n` and options you want."
+        )
 
 
 def _training_layout(n, inference, shuffle, repetition, batch_repetition, points):
@@ -322,9 +330,9 @@ def _training_layout(n, inference, shuffle, repetition, batch_repetition, points
             )
         return 0.0, 1
     if repetition is None:
-        repetition = DEFAULT_REPETITION if inference == "replicate" and n > 1 else 0.0
+        repetition = _defaults.REPETITION if inference == "replicate" and n > 1 else 0.0
     if batch_repetition is None:
-        batch_repetition = default_batch_repetition_for(n)
+        batch_repetition = _defaults.batch_repetition_for(n)
     return repetition, batch_repetition
 
 

@@ -81,3 +81,12 @@ def test_built_input_shapes_and_sublayers():
     assert [tuple(shape) for shape in shapes.values()] == [(1, 4)]
     kinds = {type(layer).__name__ for layer in _keras_internals.sublayers(model)}
     assert {"Sequential", "Dense", "Embedding"} <= kinds
+
+
+def test_is_builtin():
+    class Custom(keras.layers.Dense):
+        pass
+
+    assert _keras_internals.is_builtin(keras.layers.Dense(2))
+    assert _keras_internals.is_builtin(keras.layers.Lambda(lambda t: t))
+    assert not _keras_internals.is_builtin(Custom(2))

@@ -220,8 +220,8 @@ def _two_outputs():
 
 def test_multi_output_gets_one_head_per_output(rng, jit_compile):
     model = wrap(_two_outputs(), n=2, width=1.5)
-    assert model.get_layer("kind").units == 2 * CLASSES
-    assert model.get_layer("size").units == 4
+    assert model.get_layer("kind_slots").units == 2 * CLASSES
+    assert model.get_layer("size_slots").units == 4
     model.compile(
         optimizer="adam",
         loss={"kind": "sparse_categorical_crossentropy", "size": "mse"},

@@ -131,8 +131,8 @@ def test_preset_backbone_weights_are_kept_bit_for_bit(preset):
     body = {id(weight) for weight in classifier.backbone.weights}
     assert body <= {id(weight) for weight in model.weights}
     others = {weight.path.split("/")[0] for weight in model.weights if id(weight) not in body}
-    assert others == {"agrlearn_stem", "predictions"}
-    assert model.get_layer("predictions") is not classifier.get_layer("predictions")
+    assert others == {"agrlearn_stem", "predictions_slots"}
+    assert model.output_names == ["predictions"]
 
 
 def test_freezing_the_whole_classifier_before_wrapping_leaves_stem_and_head(preset):
@@ -140,7 +140,9 @@ def test_freezing_the_whole_classifier_before_wrapping_leaves_stem_and_head(pres
     classifier.trainable = False
     model = wrap(classifier, n=2, strategy="stem")
     trainable = {weight.path for weight in model.trainable_weights}
-    assert trainable == {"agrlearn_stem/kernel", "predictions/kernel", "predictions/bias"}
+    assert trainable == {
+        "agrlearn_stem/kernel", "predictions_slots/kernel", "predictions_slots/bias"
+    }
     model.trainable = False
     assert not model.trainable_weights
 
@@ -171,7 +173,7 @@ def test_frozen_body_stays_unfrozen_body_trains(preset, rng, freeze):
     # All of the body's weights: kernels and BatchNorm statistics, which a
     # frozen BatchNormalization layer neither learns nor updates.
     body = classifier.backbone.weights
-    new = [model.get_layer("agrlearn_stem").kernel, *model.get_layer("predictions").weights]
+    new = [model.get_layer("agrlearn_stem").kernel, *model.get_layer("predictions_slots").weights]
     if freeze == "after_wrap":
         compiled(model)
         body_changed, new_changed = fit_and_compare(model, body, new, x, y)

@@ -44,7 +44,7 @@ def test_subclassed_model_is_wrapped_with_a_stem(inference, rng, jit_compile, ca
     model = wrap(backbone, n=2, inference=inference, classes=CLASSES, verbose=True)
     assert "strategy='stem'" in capsys.readouterr().out
     assert model.get_layer("features") is backbone
-    assert model.get_layer("agrlearn_head").units == 2 * CLASSES
+    assert model.get_layer("agrlearn_head_slots").units == 2 * CLASSES
     if inference == "replicate":
         _fit_and_predict(model, rng, jit_compile)
     else:
@@ -56,8 +56,8 @@ def test_stem_keeps_pretrained_layers_and_replaces_the_head(rng, jit_compile):
     backbone = _functional()
     model = wrap(backbone, n=2, strategy="stem")
     assert model.get_layer("conv") is backbone.get_layer("conv")
-    assert model.get_layer("head") is not backbone.get_layer("head")
-    assert model.get_layer("head").units == 2 * CLASSES
+    assert model.get_layer("head_slots").units == 2 * CLASSES
+    assert model.output_names == ["head"]
     _fit_and_predict(model, rng, jit_compile)
 
 
@@ -66,7 +66,7 @@ def test_frozen_backbone_trains_only_the_stem_and_the_head():
     backbone.trainable = False
     model = wrap(backbone, n=2, strategy="stem")
     names = sorted(weight.path.split("/")[0] for weight in model.trainable_weights)
-    assert names == [STEM_NAME, "head", "head"]
+    assert names == [STEM_NAME, "head_slots", "head_slots"]
 
 
 def test_stem_starts_as_the_mean_of_the_slots(rng):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import keras_agrlearn
+from keras_agrlearn import _defaults
 from keras_agrlearn import wrap
 
 
@@ -132,7 +133,7 @@ def test_group_prediction_keeps_row_order(rng):
     inputs = keras.Input((4,))
     backbone = keras.Model(inputs, keras.layers.Dense(4, name="head")(inputs))
     model = wrap(backbone, n=2, inference="group")
-    head = model.get_layer("head")
+    head = model.get_layer("head_slots")
     # slot s of the 8 inputs feeds slot s of the 8 outputs: a block-diagonal identity.
     head.set_weights([np.eye(8, dtype="float32"), np.zeros(8, "float32")])
     x = rng.normal(size=(7, 4)).astype("float32")
@@ -278,3 +279,130 @@ def test_defaults_are_settled_before_building(capsys):
     wrap(two_inputs, n=2, verbose=True)
     assert keras.backend.get_uid("aggregate") == before + 2
     assert "repetition=0.0, batch_repetition=1" in capsys.readouterr().out
+
+
+def _two_heads(structure):
+    """Outputs `a` (softmax) and `b` (logits) as one tensor, a list or a dict."""
+    inputs = keras.Input((6,), name="features")
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    a = keras.layers.Dense(3, activation="softmax", name="a")(x)
+    b = keras.layers.Dense(2, name="b")(x)
+    outputs = {"single": a, "list": [a, b], "dict": {"a": a, "b": b}}[structure]
+    return keras.Model(inputs, outputs)
+
+
+def _compile_by_output_name(model, jit_compile):
+    names = model.output_names
+    losses = {
+        "a": "sparse_categorical_crossentropy",
+        "b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    }
+    model.compile(
+        optimizer="adam",
+        loss={name: losses[name] for name in names},
+        metrics={name: ["accuracy"] for name in names},
+        loss_weights={name: weight for name, weight in zip(names, (1.0, 0.5))},
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+@pytest.mark.parametrize("structure", ["single", "list", "dict"])
+def test_output_names_and_structure_are_kept(structure, rng, jit_compile):
+    backbone = _two_heads(structure)
+    model = wrap(backbone, n=2)
+    assert model.output_names == backbone.output_names
+    assert [t.name for t in model.inputs] == [t.name for t in backbone.inputs] == ["features"]
+    # The n * K layer gets a derived name; the per-sample output keeps the head's.
+    assert model.get_layer("a_slots").units == 2 * 3
+    x = rng.random((8, 6)).astype("float32")
+    labels = {"a": rng.integers(0, 3, 8), "b": rng.integers(0, 2, 8)}
+    y = {"single": labels["a"], "list": [labels["a"], labels["b"]], "dict": labels}[structure]
+    for candidate in (backbone, model):
+        _compile_by_output_name(candidate, jit_compile)
+        history = candidate.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    predicted, expected = model.predict(x, verbose=0), backbone.predict(x, verbose=0)
+    assert type(predicted) is type(expected)
+    assert keras.tree.map_structure(np.shape, predicted) == keras.tree.map_structure(
+        np.shape, expected
+    )
+
+
+@pytest.mark.parametrize("strategy", ["rebuild", "stem"])
+@pytest.mark.parametrize("kind", ["sequential", "named-input", "nested-output"])
+def test_input_and_output_names_are_kept(kind, strategy):
+    if kind == "named-input":
+        inputs = keras.Input((6,), name="pixels")
+        backbone = keras.Model(inputs, keras.layers.Dense(3, name="scores")(inputs))
+        input_name = "pixels"
+    else:
+        if kind == "sequential":
+            backbone = keras.Sequential(
+                [keras.Input((6,)), keras.layers.Dense(4), keras.layers.Dense(3, name="scores")]
+            )
+        else:
+            backbone = nested_sequential()
+        # An unnamed input is named after its input layer, as in the summary.
+        input_name = backbone.get_config()["layers"][0]["config"]["name"]
+        assert input_name.startswith("input_layer")
+    model = wrap(backbone, n=2, strategy=strategy)
+    # Keras names an output after the layer that produces it: for the nested
+    # model, the inner Sequential.
+    assert model.output_names == [backbone.layers[-1].name]
+    assert [t.name for t in model.inputs] == [input_name]
+
+
+@pytest.mark.parametrize("strategy", ["rebuild", "stem"])
+def test_an_agrlearn_model_is_not_wrapped_again(strategy):
+    model = wrap(mlp(), n=2, strategy=strategy)
+    with pytest.raises(ValueError, match=r"Argument `model`: model 'agrlearn_.*' is already an AgrLearn model \(it holds 'aggregate.*' \(Aggregate\)"):
+        wrap(model, n=2)
+
+
+def test_an_agrlearn_model_inside_a_model_is_not_wrapped_again():
+    inner = wrap(mlp(), n=2)
+    inputs = keras.Input((8,))
+    outer = keras.Model(inputs, inner(inputs), name="outer")
+    with pytest.raises(ValueError, match=r"model 'outer' is already an AgrLearn model"):
+        wrap(outer, n=2)
+
+
+@pytest.mark.parametrize(
+    "positional", [(3, 1.5), (3, None, "group")], ids=["width", "inference"]
+)
+def test_arguments_after_n_are_keyword_only(positional):
+    with pytest.raises(TypeError, match="positional argument"):
+        wrap(mlp(), *positional)
+
+
+@pytest.mark.keep_session
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("n", _defaults.N),
+        ("inference", _defaults.INFERENCE),
+        ("repetition", _defaults.REPETITION),
+        ("batch_repetition", _defaults.batch_repetition_for(_defaults.N)),
+        ("width", _defaults.width_for(_defaults.N)),
+        ("objective", _defaults.OBJECTIVE),
+    ],
+)
+def test_defaults_come_from_the_defaults_module(setting, expected):
+    model = wrap(mlp())
+    aggregate = next(layer for layer in model.layers if isinstance(layer, keras_agrlearn.Aggregate))
+    deaggregate = next(
+        layer for layer in model.layers if isinstance(layer, keras_agrlearn.Deaggregate)
+    )
+    hidden = model.layers[model.layers.index(aggregate) + 1]
+    found = {
+        "n": aggregate.n,
+        "inference": aggregate.inference,
+        "repetition": aggregate.repetition,
+        "batch_repetition": aggregate.batch_repetition,
+        "width": hidden.units,
+        "objective": deaggregate.objective,
+    }[setting]
+    if setting == "width":
+        expected = keras_agrlearn.scaled_width(32, expected)
+    assert found == expected

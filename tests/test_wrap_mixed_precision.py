@@ -37,7 +37,7 @@ def test_mixed_precision_trains_and_predicts(policy, rng):
     predicted = model.predict(x, batch_size=4, verbose=0)
 
     half = policy.split("_")[1]
-    assert model.get_layer("scores").compute_dtype == half
+    assert model.get_layer("scores_slots").compute_dtype == half
     assert model.layers[-1].compute_dtype == "float32"
     assert predicted.dtype == np.float32 and predicted.shape == (10, 3)
     assert np.isfinite(history.history["loss"][0]) and np.all(np.isfinite(predicted))
