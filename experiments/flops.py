@@ -1,15 +1,16 @@
 """Counting a model's floating-point operations from its layers.
 
 The compute-fair study states every arm's cost in FLOPs relative to the plain
-model. A forward pass is counted analytically: every layer with a `kernel`
-(`Dense`, `Conv1D/2D/3D`, `DepthwiseConv`, `SeparableConv` counts its two
-kernels) costs two FLOPs (a multiply and an add) per kernel weight per output
-position, where the output positions are the entries of the layer's output
-shape without the batch and channel axes. Biases, activations, normalisation,
-pooling and the aggregation itself are left out: on the backbones measured
-they are well under 1 % of the total. A training step is counted as three
-forward passes (forward, and a backward pass that costs about twice the
-forward), the usual convention.
+model. The counting itself lives in the library (`keras_agrlearn._flops`,
+which `AgrLearnHyperModel(equal_compute=True)` uses too): a forward pass costs
+two FLOPs (a multiply and an add) per kernel weight per output position of
+every layer with a kernel (`Dense`, `Conv1D/2D/3D`, `DepthwiseConv`;
+`SeparableConv` counts its two kernels), where the output positions are the
+entries of the layer's output shape without the batch and channel axes.
+Biases, activations, normalisation, pooling and the aggregation itself are
+left out: on the backbones measured they are well under 1 % of the total. A
+training step is counted as three forward passes (forward, and a backward
+pass that costs about twice the forward), the usual convention.
 
 Example:
 
@@ -19,63 +20,17 @@ Example:
 64
 """
 
-import math
+from keras_agrlearn._flops import TRAINING_PASS_COST
+from keras_agrlearn._flops import forward_flops
+from keras_agrlearn._flops import passes_per_epoch
 
-import keras
-
-from keras_agrlearn import _keras_internals
-
-# Forward plus backward, about twice the forward.
-TRAINING_PASS_COST = 3
-
-
-def _positions(layer):
-    """Output entries per channel of `layer`'s first call, batch excluded."""
-    shape = _output_shape(layer)
-    return math.prod(int(d) for d in shape[1:-1]) if len(shape) > 2 else 1
-
-
-def _output_shape(layer):
-    shape = layer.output.shape if hasattr(layer, "output") else None
-    if shape is None:
-        raise ValueError(f"Layer {layer.name!r} has not been called on a symbolic input.")
-    return tuple(shape)
-
-
-def forward_flops(model):
-    """FLOPs of one forward pass of `model` (one group for an AgrLearn model).
-
-    Walks every layer, nested models included; a layer called in several
-    places of a graph is counted at its first call.
-    """
-    total = 0
-    for layer in _keras_internals.sublayers(model):
-        if isinstance(layer, keras.Model):
-            continue
-        kernels = [
-            w for w in layer.weights
-            if w.path.split("/")[-1] in ("kernel", "depthwise_kernel", "pointwise_kernel")
-        ]
-        if not kernels:
-            continue
-        total += 2 * _positions(layer) * sum(math.prod(w.shape) for w in kernels)
-    return total
-
-
-def passes_per_epoch(samples, batch_size, n=1, repetition=0.0, batch_repetition=1):
-    """Groups one epoch feeds the network (the plain model: one per sample).
-
-    Matches `Aggregate`: in each batch of `batch` samples a share `repetition`
-    (rounded) fills all n slots of a group of its own, the rest form groups
-    of n (the last one padded), and the batch is grouped `batch_repetition`
-    times.
-    """
-    total = 0
-    for start in range(0, samples, batch_size):
-        batch = min(batch_size, samples - start)
-        repeated = int(repetition * batch + 0.5) if repetition else 0
-        total += batch_repetition * (repeated + math.ceil((batch - repeated) / n))
-    return total
+__all__ = [
+    "TRAINING_PASS_COST",
+    "forward_flops",
+    "inference_flops_per_sample",
+    "passes_per_epoch",
+    "training_flops",
+]
 
 
 def training_flops(model, samples, batch_size, epochs, n=1, repetition=0.0, batch_repetition=1):

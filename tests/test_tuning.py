@@ -162,8 +162,17 @@ def test_local_search_resumes_after_interrupt(tmp_path, monkeypatch, capsys):
     assert all(row[-1] == "COMPLETED" for row in rows.values())
     assert {row[2] for row in rows.values()} <= {"1", "2"}
     assert float(rows["0"][7]) == pytest.approx(first["score"], abs=1e-4)
-    # Every trial records its forward passes per sample and its fit time.
-    assert all(float(row[8]) > 0 and row[9] != "" for row in rows.values())
+    # Every trial records its forward passes and training FLOPs per sample,
+    # its FLOPs relative to the plain network's, its inference FLOPs and its
+    # fit time.
+    header = (project / "leaderboard.md").read_text().splitlines()[0]
+    assert "training FLOPs x plain" in header
+    for row in rows.values():
+        passes, training, relative, inference, seconds = row[8:13]
+        assert float(passes) > 0 and float(training) > 0 and float(inference) > 0
+        assert float(relative) > 0 and seconds != ""
+        # One epoch is the least a trial gets, even where it costs more.
+        assert relative == "1.00" or row[3] != "1.0"
     assert (project / "score_by_n_width.png").stat().st_size > 0
     model = keras.saving.load_model(project / "best_model.keras")
     assert tuple(model.output.shape) == (None, 10)
@@ -192,7 +201,8 @@ def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
     assert rows[2]["status"] == "RUNNING"
     assert rows[0].keys() == {
         "trial", "n", "width", "batch_repetition", "repetition", "learning_rate",
-        "score", "forward_passes", "fit_seconds", "status",
+        "score", "forward_passes", "training_flops", "relative_training_flops",
+        "inference_flops", "fit_seconds", "status",
     }
 
 
@@ -217,33 +227,102 @@ def test_repetitions_are_tuned_with_stable_names():
     assert list(space["repetition"].values) == [0.0, 0.5]
 
 
-@pytest.mark.parametrize(
-    "n, batch_repetition, repetition, expected_epochs",
-    [(1, 1, 0.0, 6), (3, 1, 0.0, 18), (3, 3, 0.0, 6), (3, 3, 0.5, 3), (2, 2, 0.5, 4)],
-)
-def test_trials_get_the_plain_networks_forward_passes(n, batch_repetition, repetition, expected_epochs, rng):
-    hypermodel = AgrLearnHyperModel(
-        _backbone, n=n, width=1.0, batch_repetition=batch_repetition, repetition=repetition
+def _dense_backbone():
+    # The hidden-to-hidden layer holds most of the FLOPs, as in real backbones.
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
     )
+
+
+def _fit_trial(rng, epochs=8, **kwargs):
+    """Builds and fits one trial on 12 samples in one batch of 12."""
+    hypermodel = AgrLearnHyperModel(_dense_backbone, **kwargs)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    x, y = rng.random((12, 6, 2)).astype("float32"), rng.integers(0, 3, 12)
-    history = hypermodel.fit(hp, model, x, y, epochs=6, batch_size=12, verbose=0)
+    x, y = rng.random((12, 4)).astype("float32"), rng.integers(0, 3, 12)
+    history = hypermodel.fit(hp, model, x, y, epochs=epochs, batch_size=12, verbose=0)
+    return model, {name: values[-1] for name, values in history.history.items()}, history
+
+
+# The plain network: 2 * (4 * 32 + 32 * 32 + 32 * 3) FLOPs per pass.
+PLAIN_FLOPS = 2 * (4 * 32 + 32 * 32 + 32 * 3)
+
+
+@pytest.mark.parametrize(
+    "width, hidden, expected_epochs",
+    # 8 plain epochs; a pass costs about width**2 as much, so about 8 / width**2.
+    [(1.0, 32, 8), (1.5, 48, 4), (2.0, 64, 2), (3.0, 96, 1)],
+)
+def test_equal_compute_gives_wider_trials_fewer_epochs(width, hidden, expected_epochs, rng):
+    model, last, history = _fit_trial(rng, n=1, width=width)
+    forward = 2 * (4 * hidden + hidden * hidden + hidden * 3)
     assert len(history.history["loss"]) == expected_epochs
-    # Forward passes per training sample: the plain network's 6 epochs.
-    np.testing.assert_allclose(history.history["forward_passes"][-1], 6.0, rtol=0.2)
-    assert history.history["fit_seconds"][-1] > 0
+    assert expected_epochs == max(1, round(8 * PLAIN_FLOPS / forward))
+    assert last["training_flops"] == 3 * forward * expected_epochs
+    assert last["relative_training_flops"] == pytest.approx(
+        forward * expected_epochs / (PLAIN_FLOPS * 8)
+    )
+    assert last["inference_flops"] == forward
+    assert last["forward_passes"] == expected_epochs
+    assert last["fit_seconds"] > 0
+
+
+@pytest.mark.parametrize(
+    "n, batch_repetition, repetition, expected_epochs",
+    # An n-fold pass at width 1 costs a little more than a plain one (its
+    # input and head layers are n times wider): n=2 about 1.18 x, n=3 1.35 x.
+    # Per sample, b * (r + (1 - r) / n) passes: b=2 doubles them.
+    [(2, 1, 0.0, 14), (2, 2, 0.0, 7), (3, 1, 0.0, 18), (3, 3, 0.0, 6), (3, 3, 0.5, 3)],
+)
+def test_equal_compute_gives_batch_repetition_fewer_epochs(
+    n, batch_repetition, repetition, expected_epochs, rng
+):
+    _, last, history = _fit_trial(
+        rng, n=n, width=1.0, batch_repetition=batch_repetition, repetition=repetition
+    )
+    assert len(history.history["loss"]) == expected_epochs
+    # Every trial trains about the plain network's 8 epochs' FLOPs.
+    assert last["relative_training_flops"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_group_inference_costs_a_pass_per_n_samples(rng):
+    model, last, _ = _fit_trial(rng, n=2, width=1.0, inference="group")
+    forward = 2 * (8 * 32 + 32 * 32 + 32 * 6)
+    assert last["inference_flops"] == forward / 2
 
 
 def test_equal_compute_can_be_turned_off(rng):
-    hypermodel = AgrLearnHyperModel(_backbone, n=3, width=1.0, batch_repetition=1, repetition=0.0,
-                                     equal_compute=False)
+    _, last, history = _fit_trial(
+        rng, epochs=2, n=1, width=2.0, equal_compute=False
+    )
+    assert len(history.history["loss"]) == 2
+    forward = 2 * (4 * 64 + 64 * 64 + 64 * 3)
+    np.testing.assert_allclose(last["relative_training_flops"], forward / PLAIN_FLOPS)
+    np.testing.assert_allclose(last["forward_passes"], 2.0)
+
+
+def test_passes_from_a_dataset_follow_the_formula(rng):
+    tf = pytest.importorskip("tensorflow")
+    hypermodel = AgrLearnHyperModel(_dense_backbone, n=2, width=1.0, batch_repetition=2,
+                                    repetition=0.5)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    x, y = rng.random((12, 6, 2)).astype("float32"), rng.integers(0, 3, 12)
-    history = hypermodel.fit(hp, model, x, y, epochs=2, batch_size=12, verbose=0)
-    assert len(history.history["loss"]) == 2
-    np.testing.assert_allclose(history.history["forward_passes"][-1], 2 / 3)
+    x, y = rng.random((12, 4)).astype("float32"), rng.integers(0, 3, 12)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(12)
+    history = hypermodel.fit(hp, model, dataset, epochs=4, shuffle=False, verbose=0)
+    trained = len(history.history["loss"])
+    # b * (r + (1 - r) / n) = 1.5 passes per sample and epoch.
+    assert history.history["forward_passes"][-1] == pytest.approx(1.5 * trained)
+
+
+def test_arguments_after_n_are_keyword_only():
+    with pytest.raises(TypeError):
+        AgrLearnHyperModel(_backbone, (1, 2), (1.0, 2.0))
 
 
 def test_forwarded_options_follow_wraps_signature():

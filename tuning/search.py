@@ -5,7 +5,8 @@ one of three datasets, then prints a leaderboard and writes, under
 `OUTPUT/DATASET_TUNER/`:
 
 - `leaderboard.md`: the trials, best first (n, width, batch repetition,
-  repetition, learning rate, score, forward passes, fit time);
+  repetition, learning rate, score, forward passes, training FLOPs and
+  their ratio to the plain network's, inference FLOPs, fit time);
 - `best_model.keras`: the best trial's model, loadable with
   `keras.saving.load_model` once `keras_agrlearn` is imported;
 - `score_by_n_width.png`: the best score for each n, one line per width.
@@ -132,12 +133,15 @@ def is_worker():
 def format_leaderboard(rows, objective=OBJECTIVE):
     lines = [
         f"| rank | trial | n | width | batch repetition | repetition | learning rate "
-        f"| {objective} | forward passes per sample | fit s | status |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|",
+        f"| {objective} | forward passes per sample | training MFLOPs per sample "
+        "| training FLOPs x plain | inference MFLOPs | fit s | status |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|",
     ]
 
-    def cell(value, spec):
-        return "" if value is None else format(value, spec)
+    def cell(value, spec, scale=None):
+        if value is None:
+            return ""
+        return format(value if scale is None else value / scale, spec)
 
     for rank, row in enumerate(rows, 1):
         # n=1 trials train without repetitions, whatever was drawn.
@@ -147,7 +151,11 @@ def format_leaderboard(rows, objective=OBJECTIVE):
             f"{1 if plain else cell(row['batch_repetition'], '')} | "
             f"{0.0 if plain else cell(row['repetition'], '')} | "
             f"{cell(row['learning_rate'], '.3g')} | {cell(row['score'], '.4f')} | "
-            f"{cell(row['forward_passes'], '.1f')} | {cell(row['fit_seconds'], '.0f')} | "
+            f"{cell(row['forward_passes'], '.1f')} | "
+            f"{cell(row['training_flops'], '.3g', 1e6)} | "
+            f"{cell(row['relative_training_flops'], '.2f')} | "
+            f"{cell(row['inference_flops'], '.3g', 1e6)} | "
+            f"{cell(row['fit_seconds'], '.0f')} | "
             f"{row['status']} |"
         )
     return "\n".join(lines)
@@ -197,9 +205,11 @@ def report(tuner, data, args):
         print("No trial completed; no best model.")
         return 1
     best = completed[0]
+    flops = best["relative_training_flops"]
     print(
         f"Best: n={best['n']}, width={best['width']}, "
         f"learning rate={best['learning_rate']:.3g}, {OBJECTIVE}={best['score']:.4f}"
+        + ("" if flops is None else f", training FLOPs {flops:.2f} x plain")
     )
     try:
         with warnings.catch_warnings():
@@ -244,7 +254,7 @@ def parse_args(argv):
         "--epochs",
         type=int,
         default=10,
-        help="the plain network's epochs; each trial gets as many forward passes "
+        help="the plain network's epochs; each trial gets as many training FLOPs "
         "(Hyperband: the most)",
     )
     parser.add_argument("--factor", type=int, default=3, help="Hyperband's reduction factor")
@@ -269,7 +279,7 @@ def parse_args(argv):
         "--equal-epochs",
         action="store_true",
         help="train every trial --epochs epochs instead of the plain network's "
-        "forward passes",
+        "training FLOPs",
     )
     parser.add_argument(
         "--learning-rate",

@@ -1,12 +1,15 @@
 """`AgrLearnHyperModel`: a KerasTuner search space over n, width and repetitions."""
 
 import inspect
+import math
 import numbers
 import time
 
 import keras
 import keras_tuner
 
+from keras_agrlearn import _defaults
+from keras_agrlearn import _flops
 from keras_agrlearn import _validation
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.wrap import wrap
@@ -31,19 +34,29 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
     so the tuner's `search(x, y, validation_data=...)` works as for any Keras
     model.
 
-    **Equal compute.** An n-fold model makes fewer forward passes per epoch
-    than the plain network (one per group of n), batch repetition b makes b
-    times more, input repetition r makes r + (1 - r) / n of a plain epoch's
-    passes per repetition. With `equal_compute=True` (the default) the
-    `epochs` passed to `search` are the plain network's budget, and each
-    trial trains `epochs * 1 / (b * (r + (1 - r) / n))` epochs, rounded, at
-    least one: every trial gets about as many forward passes as the plain
-    network, so the search does not favour `n=1` (fewer passes per epoch are
-    not a handicap) nor large `b` (more passes are not a free gift). Widths
-    are compared at equal passes, not equal FLOPs. Each trial records
-    `forward_passes` (forward passes per training sample over the whole fit)
-    and `fit_seconds` in its metrics; `keras_agrlearn.tuning.leaderboard`
-    shows both.
+    **Equal compute.** A trial's training cost is its forward FLOPs per pass
+    (the built model's, counted from its layers: two FLOPs per kernel weight
+    and output position, so a model widened by `width` costs about
+    `width**2` times the backbone's per pass) times its passes per epoch: an n-fold model feeds one group of n
+    samples per pass, input repetition r fills all n slots with a share r of
+    the samples, and batch repetition b groups each batch b times, so it
+    makes about `b * (r + (1 - r) / n)` passes per training sample (counted
+    per batch, as `Aggregate` groups it, when the training data are arrays;
+    by this formula for a dataset or generator). With `equal_compute=True`
+    (the default) the `epochs` passed to `search` are the plain network's
+    budget (the backbone with `n=1`, `width=1`), and each trial trains
+
+        epochs * plain FLOPs per epoch / trial FLOPs per epoch
+
+    epochs, rounded to the nearest (halves up), at least one: every trial
+    gets about the plain network's training FLOPs, so the search favours
+    neither a wide model (more FLOPs per pass) nor large `b` (more passes
+    per epoch), nor penalises large `n` (fewer passes). Each trial records,
+    per training sample over its whole fit, `forward_passes` and
+    `training_flops` (a training step costs three forward passes), its
+    `relative_training_flops` (times the plain network's at `epochs`, about
+    1 with equal compute), the `inference_flops` of one prediction and
+    `fit_seconds`; `keras_agrlearn.tuning.leaderboard` shows them.
 
     Args:
         backbone: a Functional or Sequential `keras.Model` classifier, or a
@@ -51,16 +64,17 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             trained itself: `wrap` rebuilds it with new weights every trial.
         n: an int >= 1 or a sequence of them, the aggregation factors to
             search. A single value is fixed. Defaults to `(1, 2, 3, 4)`.
+            Arguments after `n` are keyword-only.
         width: a number > 0 or a sequence of them, the hidden width
             multipliers to search. Defaults to `(1.0, 1.5, 2.0)`.
         batch_repetition: None, an int >= 1 or a sequence of them, the
             batch repetitions to search. None (the default) keeps `wrap`'s
-            default for each n.
+            default for each n (`b = n`).
         repetition: None, a number in `[0, 1)` or a sequence of them, the
             input repetition shares to search. None (the default) keeps
-            `wrap`'s default.
+            `wrap`'s default (`0.5` with replicated inference).
         equal_compute: bool, whether each trial's epochs are scaled to the
-            plain network's forward passes (see above). Defaults to `True`.
+            plain network's training FLOPs (see above). Defaults to `True`.
         learning_rate: a number > 0 (fixed), or a `(min, max)` pair searched
             on a log scale. Defaults to `1e-3`.
         optimizer: an optimizer name such as `"adam"`, or a
@@ -75,8 +89,8 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             (`"val_accuracy"` in the examples) must come from one of them.
             Defaults to `("accuracy",)`.
         inference: the test protocol of the wrapped model, `"replicate"`,
-            `"group"` or `"contextual"` (see `wrap`). Defaults to
-            `"replicate"`.
+            `"group"` or `"contextual"` (see `wrap`). Defaults to `wrap`'s
+            default, `"replicate"`.
         name: str or None, the hypermodel's name.
         tunable: bool, whether the hyperparameters may be tuned. Defaults to
             `True`.
@@ -113,6 +127,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         self,
         backbone,
         n=(1, 2, 3, 4),
+        *,
         width=(1.0, 1.5, 2.0),
         batch_repetition=None,
         repetition=None,
@@ -121,7 +136,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         optimizer="adam",
         loss="sparse_categorical_crossentropy",
         metrics=("accuracy",),
-        inference="replicate",
+        inference=_defaults.INFERENCE,
         name=None,
         tunable=True,
         **wrap_kwargs,
@@ -165,6 +180,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         self.inference = _validation.check_inference(inference)
         self.wrap_kwargs = wrap_kwargs
+        self._plain_flops = None
 
     def build(self, hp):
         """Returns the trial's wrapped and compiled model.
@@ -190,15 +206,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         else:
             low, high = self.learning_rate
             learning_rate = hp.Float("learning_rate", low, high, sampling="log")
-        model = wrap(
-            self._fresh_backbone(),
-            n=n,
-            width=width,
-            inference=self.inference,
-            batch_repetition=batch_repetition,
-            repetition=repetition,
-            **self.wrap_kwargs,
-        )
+        model = self._wrap(n, width, batch_repetition, repetition)
         model.compile(
             optimizer=self._new_optimizer(learning_rate),
             loss=_copy(self.loss),
@@ -207,30 +215,62 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         return model
 
     def fit(self, hp, model, *args, **kwargs):
-        """Trains the trial's model, at the plain network's forward passes.
+        """Trains the trial's model, at the plain network's training FLOPs.
 
         With `equal_compute`, `epochs` (and Hyperband's `initial_epoch`) are
-        scaled by the trial's passes per epoch relative to the plain
-        network (see the class docstring). The returned history carries
-        `forward_passes` and `fit_seconds`, which KerasTuner stores with the
-        trial's metrics.
+        scaled by the trial's training FLOPs per epoch relative to the plain
+        network's (see the class docstring). The returned history carries
+        `forward_passes`, `training_flops`, `relative_training_flops`,
+        `inference_flops` and `fit_seconds`, which KerasTuner stores with
+        the trial's metrics.
         """
-        passes = passes_per_epoch(model)
         epochs = kwargs.get("epochs", 1)
+        initial_epoch = kwargs.get("initial_epoch", 0)
+        passes = _passes_per_sample(model, args, kwargs)
+        forward = _flops.forward_flops(model)
+        plain = self._plain_forward_flops()
+        # The trial's training FLOPs per epoch, times the plain network's.
+        cost = forward * passes / plain
         if self.equal_compute:
-            kwargs["epochs"] = max(1, int(round(epochs / passes)))
-            if kwargs.get("initial_epoch"):
+            kwargs["epochs"] = max(1, _round(epochs / cost))
+            if initial_epoch:
                 kwargs["initial_epoch"] = min(
-                    kwargs["epochs"] - 1, int(round(kwargs["initial_epoch"] / passes))
+                    kwargs["epochs"] - 1, _round(initial_epoch / cost)
                 )
+        trained = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
         start = time.perf_counter()
         history = model.fit(*args, **kwargs)
         seconds = time.perf_counter() - start
-        trained = kwargs["epochs"] - kwargs.get("initial_epoch", 0)
+        aggregate = _aggregate(model)
+        group = aggregate is not None and aggregate.inference == "group"
+        metrics = {
+            "forward_passes": trained * passes,
+            "training_flops": _flops.TRAINING_PASS_COST * forward * passes * trained,
+            "relative_training_flops": cost * trained / max(1, epochs - initial_epoch),
+            "inference_flops": forward / aggregate.n if group else forward,
+            "fit_seconds": seconds,
+        }
         rows = len(history.history.get("loss", [])) or 1
-        history.history["forward_passes"] = [trained * passes] * rows
-        history.history["fit_seconds"] = [seconds] * rows
+        for name, value in metrics.items():
+            history.history[name] = [float(value)] * rows
         return history
+
+    def _wrap(self, n, width, batch_repetition, repetition):
+        return wrap(
+            self._fresh_backbone(),
+            n=n,
+            width=width,
+            inference=self.inference,
+            batch_repetition=batch_repetition,
+            repetition=repetition,
+            **self.wrap_kwargs,
+        )
+
+    def _plain_forward_flops(self):
+        """Forward FLOPs of the plain network (`n=1`, `width=1`), counted once."""
+        if self._plain_flops is None:
+            self._plain_flops = _flops.forward_flops(self._wrap(1, 1.0, 1, 0.0))
+        return self._plain_flops
 
     def _fresh_backbone(self):
         if isinstance(self.backbone, keras.Model):
@@ -253,20 +293,37 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         return type(self.optimizer).from_config(config)
 
 
-def passes_per_epoch(model):
-    """Forward passes per training sample and epoch, relative to plain.
-
-    One grouping of a batch of B samples makes `r * B + (1 - r) * B / n`
-    passes (input repetition r), and batch repetition makes b groupings;
-    the plain network makes B. Partial groups at the end of a batch are
-    ignored.
-    """
+def _aggregate(model):
+    """The model's first `Aggregate` layer, or None for the plain network."""
     aggregates = [layer for layer in model.layers if isinstance(layer, Aggregate)]
-    if not aggregates:
+    return aggregates[0] if aggregates else None
+
+
+def _passes_per_sample(model, args, kwargs):
+    """Forward passes per training sample and epoch (the plain network: 1).
+
+    Counted batch by batch, as `Aggregate` groups it, when the training data
+    are arrays (their rows, less `validation_split`, in batches of
+    `batch_size`); by `b * (r + (1 - r) / n)` when they come from a dataset
+    or generator, whose batches are not known ahead.
+    """
+    aggregate = _aggregate(model)
+    if aggregate is None:
         return 1.0
-    aggregate = aggregates[0]
-    r, n = aggregate.repetition, aggregate.n
-    return aggregate.batch_repetition * (r + (1.0 - r) / n)
+    n, r, b = aggregate.n, aggregate.repetition, aggregate.batch_repetition
+    x = args[0] if args else kwargs.get("x")
+    first = keras.tree.flatten(x)[0] if x is not None else None
+    rows = getattr(first, "shape", (None,))[0]
+    if not isinstance(rows, int):
+        return b * (r + (1.0 - r) / n)
+    samples = math.floor(rows * (1.0 - kwargs.get("validation_split", 0.0)))
+    batch_size = kwargs.get("batch_size") or 32
+    return _flops.passes_per_epoch(samples, batch_size, n, r, b) / samples
+
+
+def _round(value):
+    """`value` rounded to the nearest int, halves up."""
+    return math.floor(value + 0.5)
 
 
 def _choices(value, check, name):

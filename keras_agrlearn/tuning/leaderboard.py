@@ -16,16 +16,21 @@ def leaderboard(tuner):
     Returns:
         A list of dicts with keys `"trial"`, `"n"`, `"width"`,
         `"batch_repetition"`, `"repetition"`, `"learning_rate"`, `"score"`
-        (None without one), `"forward_passes"` (per training sample, over
-        the trial's whole fit), `"fit_seconds"` and `"status"`; values a
-        trial does not have are None.
+        (None without one), `"forward_passes"` and `"training_flops"` (per
+        training sample, over the trial's whole fit),
+        `"relative_training_flops"` (the trial's training FLOPs divided by
+        the plain network's at the search's `epochs`), `"inference_flops"`
+        (per prediction), `"fit_seconds"` and `"status"`; values a trial
+        does not have are None.
 
     Example:
 
     >>> rows = leaderboard(tuner)  # doctest: +SKIP
-    >>> best = rows[0]
+    >>> best = rows[0]  # doctest: +SKIP
     >>> print(best["n"], best["width"], best["score"])  # doctest: +SKIP
     2 1.5 0.9312
+    >>> print(f"{best['relative_training_flops']:.2f} x plain")  # doctest: +SKIP
+    1.02 x plain
     """
     oracle = getattr(tuner, "oracle", tuner)
     rows = []
@@ -41,6 +46,9 @@ def leaderboard(tuner):
                 "learning_rate": values.get("learning_rate"),
                 "score": trial.score,
                 "forward_passes": _metric(trial, "forward_passes"),
+                "training_flops": _metric(trial, "training_flops"),
+                "relative_training_flops": _metric(trial, "relative_training_flops"),
+                "inference_flops": _metric(trial, "inference_flops"),
                 "fit_seconds": _metric(trial, "fit_seconds"),
                 "status": str(trial.status),
             }
