@@ -30,12 +30,22 @@ analytic size of the aggregated tensor. On JAX the compiled program's own
 memory analysis (output and temporary bytes) is reported as well, and on a
 PyTorch GPU the growth of the CUDA allocator's peak.
 
+With `--device-input`, every `predict` is timed on batches converted to
+backend tensors (on the GPU, when there is one) before timing and run through
+`predict_on_batch`, so that copying the input from host memory, the same for
+every variant, does not decide the comparison.
+
 The backend is fixed per process: run it once per backend,
 `KERAS_BACKEND=jax python benchmarks/throughput.py --out jax.json`, or use
 `benchmarks/run_all.py`, which runs all three and writes the tables and plot.
+`--records runs.jsonl` also appends the report as one JSON line keyed by the
+backend and the arguments, and skips the run when that key is already there
+(for time-limited machines: rerunning continues where the records stop);
+`--tables runs.jsonl` prints Markdown tables of such records.
 """
 
 import argparse
+import datetime
 import gc
 import json
 import os
@@ -52,6 +62,7 @@ from keras import ops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
@@ -156,6 +167,12 @@ def build_tasks(args, x, y):
         )
 
     def predict_task(model, inputs, batch_size):
+        if args.device_input:
+            batches = [
+                ops.convert_to_tensor(inputs[start : start + batch_size])
+                for start in range(0, len(inputs), batch_size)
+            ]
+            return lambda: [model.predict_on_batch(batch) for batch in batches]
         return lambda: model.predict(inputs, batch_size=batch_size, verbose=0)
 
     for name in args.backbones:
@@ -388,9 +405,23 @@ def parse_args(argv=None):
     parser.add_argument(
         "--dtype-policy", default=None, help='e.g. "mixed_float16"; default: Keras\'s global policy'
     )
+    parser.add_argument(
+        "--device-input", action="store_true",
+        help="time predict on batches already converted to backend (device) tensors",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="JSON results path")
+    parser.add_argument("--out", default=None, help="JSON results path")
+    parser.add_argument(
+        "--records", default=None,
+        help="JSON-lines file: append the report; skip the run if its key is there",
+    )
+    parser.add_argument(
+        "--tables", default=None, metavar="RECORDS",
+        help="print Markdown tables of a --records file and exit",
+    )
     args = parser.parse_args(argv)
+    if not (args.out or args.records or args.tables):
+        parser.error("one of --out, --records or --tables is required")
     for n in args.ns:
         for size in (args.batch, args.predict_batch, args.samples):
             if size % n:
@@ -400,8 +431,112 @@ def parse_args(argv=None):
     return args
 
 
+# Records of time-limited runs ------------------------------------------------
+
+# The GPU goals (docs/GPU.md): wrapped / limit at most this in every cell,
+# and group throughput at n=3 at least this times n x the plain backbone's.
+LIMIT_TARGET = 1.05
+GROUP_TARGET = 0.8
+GROUP_N = 3
+
+
+def record_key(args):
+    """The backend and every argument that changes what is measured."""
+    settings = {
+        k: v for k, v in vars(args).items() if k not in ("out", "records", "tables")
+    }
+    return f"{keras.backend.backend()}|{json.dumps(settings, sort_keys=True)}"
+
+
+def load_records(path):
+    """The records of a JSON-lines file, the last per key."""
+    records = {}
+    if path and os.path.exists(path):
+        with open(path) as lines:
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    records[record["key"]] = record
+    return records
+
+
+def goals_table(records):
+    """The GPU goals per record and backbone, worst case over n."""
+    lines = [
+        f"| backend | dtype policy | input | backbone | fit wrapped / limit (<= {LIMIT_TARGET}) "
+        f"| predict wrapped / limit (<= {LIMIT_TARGET}) "
+        f"| group / (n x plain) at n={GROUP_N} (>= {GROUP_TARGET}) | goals met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for report in records:
+        t = {(r["backbone"], r["variant"], r["n"], r["phase"]): r["median_s"]
+             for r in report["results"]}
+        ns = report["args"]["ns"]
+        for b in report["args"]["backbones"]:
+            fit = max(t[b, "replicate", n, "fit"] / t[b, "limit", n, "fit"] for n in ns)
+            predict = max(
+                max(t[b, "replicate", n, "predict"] / t[b, "limit-replicate", n, "predict"],
+                    t[b, "group", n, "predict"] / t[b, "limit-group", n, "predict"])
+                for n in ns
+            )
+            group = None
+            if GROUP_N in ns:
+                group = t[b, "plain", 1, "predict"] / t[b, "group", GROUP_N, "predict"] / GROUP_N
+            met = fit <= LIMIT_TARGET and predict <= LIMIT_TARGET and (
+                group is not None and group >= GROUP_TARGET
+            )
+            lines.append(
+                f"| {report['backend']} | {report['args']['dtype_policy'] or 'float32'} "
+                f"| {'on device' if report['args'].get('device_input') else 'from host'} "
+                f"| {b} | {fit:.3f} | {predict:.3f} "
+                f"| {'not measured' if group is None else f'{group:.2f}'} "
+                f"| {'yes' if met else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
+def records_tables(path):
+    """Markdown: the goals, then each record's tables, with machine and versions."""
+    import run_all
+
+    records = list(load_records(path).values())
+    parts = ["### Goals, worst case over n\n", goals_table(records) + "\n"]
+    for report in records:
+        args = report["args"]
+        where = report["machine"].get("accelerator") or report["machine"]["cpu"]
+        versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        parts.append(
+            f"### {report['backend']} on {where}, {args['dtype_policy'] or 'float32'}, "
+            f"input {'on device' if args.get('device_input') else 'from host'}\n"
+        )
+        parts.append(
+            f"{report.get('date', 'undated')}; {versions}; jit_compile: {report['jit_compile']}; "
+            f"{args['samples']} samples per call, medians of wall seconds over "
+            f"{args['repeats']} repeats; measuring took {report['measure_s']:.0f} s.\n"
+        )
+        clock, run_all.CLOCK = run_all.CLOCK, "wall"
+        try:
+            for backbone in args["backbones"]:
+                parts.append(
+                    f"**{backbone}** (repeat-to-repeat spread: median "
+                    f"{run_all.spread(report, backbone):.1%} from the median)\n"
+                )
+                parts.append(run_all.throughput_table(report, backbone) + "\n")
+        finally:
+            run_all.CLOCK = clock
+    return "\n".join(parts)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.tables:
+        text = records_tables(args.tables)
+        print(text)
+        return text
+    key = record_key(args)
+    if key in load_records(args.records):
+        print(f"already recorded in {args.records}: {key}")
+        return None
     if keras.backend.backend() == "torch" and os.environ.get("OMP_NUM_THREADS"):
         import torch
 
@@ -444,10 +579,16 @@ def main(argv=None):
         "measure_s": time.perf_counter() - start,
         "results": results,
         "memory": memory,
+        "date": datetime.date.today().isoformat(),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as out:
-        json.dump(report, out, indent=1)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as out:
+            json.dump(report, out, indent=1)
+    if args.records:
+        os.makedirs(os.path.dirname(os.path.abspath(args.records)), exist_ok=True)
+        with open(args.records, "a") as records:
+            records.write(json.dumps(dict(report, key=key)) + "\n")
     return report
 
 

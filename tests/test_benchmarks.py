@@ -121,3 +121,33 @@ def test_batch_repetition_script_runs_with_tiny_sizes(tmp_path, capsys):
     assert report["memory"][1]["aggregated_mib"] == 2 * report["memory"][0]["aggregated_mib"]
     script.main([f"--tables={tmp_path}"])
     assert "| cnn | slots | 2 |" in capsys.readouterr().out
+
+
+def test_device_input_records_resume_and_tables(throughput, tmp_path):
+    records = tmp_path / "runs.jsonl"
+    argv = [
+        "--backbones=cnn",
+        "--ns=3",
+        "--image-shape=6,6,1",
+        "--samples=12",
+        "--batch=6",
+        "--predict-batch=12",
+        "--repeats=1",
+        "--warmup=0",
+        "--no-memory",
+        "--device-input",
+        "--dtype-policy=mixed_bfloat16",
+        f"--records={records}",
+    ]
+    report = throughput.main(argv)
+    assert report["args"]["device_input"] and report["date"]
+    assert {r["variant"] for r in report["results"] if r["phase"] == "predict"} == {
+        "plain", "replicate", "group", "limit-replicate", "limit-group"
+    }
+    # A cell already recorded is skipped, so a rerun continues where records stop.
+    assert throughput.main(argv) is None
+    (line,) = records.read_text().splitlines()
+    assert json.loads(line)["key"].startswith(f"{keras.backend.backend()}|")
+    tables = throughput.main([f"--tables={records}"])
+    assert f"| {keras.backend.backend()} | mixed_bfloat16 | on device | cnn |" in tables
+    assert "input on device" in tables and report["date"] in tables
