@@ -29,7 +29,6 @@ resumable: a run whose record is in `--records` is not trained again, and
 """
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -48,13 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras_agrlearn  # noqa: E402
+from keras_agrlearn import _defaults  # noqa: E402
 from keras_agrlearn import _keras_internals  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
 from experiments.scoring import scores  # noqa: E402
 
-# The module, not the function `keras_agrlearn.wrap` of the same name.
-WRAP = importlib.import_module("keras_agrlearn.wrap")
 PHASES = ("select", "fashion", "fashion-slots", "defaults")
 SQRT3 = round(math.sqrt(3), 2)
 
@@ -161,7 +159,7 @@ def train(workflow, candidate, seed, data, options):
     model.fit(x, y, batch_size=spec["batch_size"], epochs=epochs, verbose=0)
     seconds = time.perf_counter() - start
     resolved = settings(model)
-    width = 1.0 if args is None else args.get("width", WRAP.default_width_for(3))
+    width = 1.0 if args is None else args.get("width", _defaults.width_for(3))
     passes = (
         len(x) if resolved is None else forward_passes(
             resolved["n"], resolved["repetition"], resolved["batch_repetition"],

@@ -121,7 +121,7 @@ def test_statistics_and_unchanged_weights_are_copied():
 def test_head_slots_start_as_the_pretrained_head():
     backbone = _pretend_pretrained(_mlp())
     model = wrap(backbone, n=3, width=1.0)
-    old, new = backbone.get_layer("head"), model.get_layer("head")
+    old, new = backbone.get_layer("head"), model.get_layer("head_slots")
     assert tuple(new.kernel.shape) == (8, 15)
     kernel = keras.ops.convert_to_numpy(old.kernel)
     bias = keras.ops.convert_to_numpy(old.bias)
@@ -197,7 +197,7 @@ def test_width_one_warns_for_layers_it_cannot_keep():
     message = str(_pretrained_warnings(record)[0].message)
     assert "'head'" not in message and "'pointwise'" not in message
     np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(model.get_layer("head").bias),
+        keras.ops.convert_to_numpy(model.get_layer("head_slots").bias),
         np.tile(keras.ops.convert_to_numpy(backbone.get_layer("head").bias), 2),
     )
 
