@@ -16,8 +16,8 @@ from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
 from keras_agrlearn.model import AgrLearnModel
 from keras_agrlearn.version import __version__
-from keras_agrlearn.rebuild import scaled_width
-from keras_agrlearn.wrap import wrap
+from keras_agrlearn._rebuild import scaled_width
+from keras_agrlearn._wrap import wrap
 
 __all__ = [
     "Aggregate",

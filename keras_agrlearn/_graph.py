@@ -33,6 +33,14 @@ def functional_of(model):
     return graph
 
 
+def channel_axis(layer):
+    """The channel axis of `layer`: 1 for a channels-first layer, else -1.
+
+    Samples are aggregated along it, and a head's class scores lie along it.
+    """
+    return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+
+
 def all_layers(graph):
     """The layers of `graph`, nested models replaced by their own layers."""
     for layer in graph.layers:

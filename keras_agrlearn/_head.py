@@ -92,11 +92,6 @@ def slots_name(name):
     return f"{name}_slots"
 
 
-def head_axis(layer):
-    """The axis of a head's class scores: 1 for channels-first convolutions."""
-    return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
-
-
 def output_dtype(layer):
     """Float32 for the per-sample activation under mixed precision."""
     policy = layer.dtype_policy

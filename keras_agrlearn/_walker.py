@@ -10,7 +10,7 @@ unknown (`supports_aggregation`) runs per sample when it has no weights, and
 is refused after the aggregation point: it could slice or count channels,
 which would silently drop or mix up the samples of a group. What runs in
 place of each original layer is the strategy's choice (`GraphWalker`
-subclasses): a widened clone (`rebuild.py`) or the layer itself (`stem.py`).
+subclasses): a widened clone (`_rebuild.py`) or the layer itself (`_stem.py`).
 
 `aggregation_axes` walks the graph without building anything, so that `wrap`
 knows the aggregation points before it settles its defaults.
@@ -94,11 +94,6 @@ def is_per_sample(layer):
         or _keras_internals.is_preprocessing(layer)
         or (not layer.weights and not supports_aggregation(layer))
     )
-
-
-def aggregation_axis(layer):
-    """Channels-first layers aggregate along axis 1, all others along -1."""
-    return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
 
 
 def _mixes_scores_error(kind, operation):
@@ -271,7 +266,7 @@ class GraphWalker:
         return self._clones[key]
 
     def aggregated_inputs(self, layer, args, kwargs):
-        axis = aggregation_axis(layer)
+        axis = _graph.channel_axis(layer)
         return tree.map_structure(
             lambda value: self.to_aggregated(value, axis, layer), (args, kwargs)
         )
@@ -326,7 +321,7 @@ class GraphWalker:
             getattr(layer, "activation", None),
             _head.output_dtype(layer),
             layer.name,
-            axis=_head.head_axis(layer),
+            axis=_graph.channel_axis(layer),
         )
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from keras_agrlearn import Aggregate
 from keras_agrlearn import wrap
-from keras_agrlearn.stem import STEM_NAME
+from keras_agrlearn._stem import STEM_NAME
 
 import subclassed_models
 

@@ -12,7 +12,7 @@ from keras_agrlearn import _defaults
 from keras_agrlearn import _flops
 from keras_agrlearn import _validation
 from keras_agrlearn.aggregate import Aggregate
-from keras_agrlearn.wrap import wrap
+from keras_agrlearn._wrap import wrap
 
 # Arguments of `wrap` that the hypermodel sets per trial; every other keyword
 # of `wrap` is passed through unchanged and stays the same in every trial.

@@ -64,7 +64,7 @@ def stem_model(
             "aggregated before their embedding. Use strategy='rebuild' with a "
             "Functional model, which aggregates after the `Embedding`."
         )
-    axis = channel_axis(len(shape), data_format)
+    axis = input_channel_axis(len(shape), data_format)
     functional = _keras_internals.is_functional(model)
     if functional:
         if classes is not None:
@@ -114,7 +114,7 @@ def stem_model(
     return AgrLearnModel(inputs, outputs, name=name)
 
 
-def channel_axis(rank, data_format=None):
+def input_channel_axis(rank, data_format=None):
     """The channel axis of a rank-`rank` input in `data_format`: 1 or -1."""
     if data_format is None:
         data_format = "channels_last" if rank <= 2 else keras.config.image_data_format()

@@ -1,8 +1,8 @@
 """`wrap`: turn a Keras classifier into an AgrLearn model.
 
 `wrap` validates its arguments, settles every default, chooses a strategy
-and hands over to it: `rebuild.py` replays a layer graph, widened;
-`stem.py` keeps a backbone's body and aggregates in front of it.
+and hands over to it: `_rebuild.py` replays a layer graph, widened;
+`_stem.py` keeps a backbone's body and aggregates in front of it.
 """
 
 import keras
@@ -11,16 +11,13 @@ from keras_agrlearn import _defaults
 from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
+from keras_agrlearn import _rebuild
+from keras_agrlearn import _stem
 from keras_agrlearn import _validation
 from keras_agrlearn import _walker
-from keras_agrlearn import rebuild
-from keras_agrlearn import stem
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
 from keras_agrlearn.model import AgrLearnModel
-from keras_agrlearn.rebuild import scaled_width
-
-__all__ = ["scaled_width", "wrap"]
 
 STRATEGIES = ("rebuild", "stem")
 _KEPT = "requested; the backbone body and its weights are kept"
@@ -258,7 +255,7 @@ def wrap(
                 "Argument `data_format` is for strategy='stem' only: the rebuild "
                 "strategy reads each layer's own `data_format`."
             )
-        points = len(rebuild.aggregation_axes(backbone, head, aggregate_after))
+        points = len(_rebuild.aggregation_axes(backbone, head, aggregate_after))
     repetition, batch_repetition = _training_layout(
         n, inference, shuffle, repetition, batch_repetition, points
     )
@@ -281,11 +278,11 @@ def wrap(
             f"repetition={repetition}, batch_repetition={batch_repetition}."
         )
     if strategy == "stem":
-        return stem.stem_model(
+        return _stem.stem_model(
             backbone, aggregation, head=head, classes=classes, name=name,
             data_format=data_format, untraced=untraced,
         )
-    return rebuild.rebuild_model(
+    return _rebuild.rebuild_model(
         backbone, aggregation, width=width, head=head,
         aggregate_after=aggregate_after, name=name, source=model,
     )
