@@ -9,12 +9,12 @@ calibration, member diversity and out-of-distribution detection.
 
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
-from keras_agrlearn.evaluation import evaluate_uncertainty
+from keras_agrlearn._evaluation import evaluate_uncertainty
 from keras_agrlearn.members import members
 from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
-from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn._model import AgrLearnModel
 from keras_agrlearn.version import __version__
 from keras_agrlearn._rebuild import scaled_width
 from keras_agrlearn._wrap import wrap

@@ -21,7 +21,7 @@ from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _pretrained
 from keras_agrlearn import _walker
-from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn._model import AgrLearnModel
 
 # Config entries that set a layer's output width. DepthwiseConv layers have
 # none: their channel count follows their input.

@@ -20,7 +20,7 @@ from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _validation
 from keras_agrlearn import _walker
-from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn._model import AgrLearnModel
 
 STEM_NAME = "agrlearn_stem"
 # The new head of a backbone without one: `agrlearn_head_slots` (n * K scores)

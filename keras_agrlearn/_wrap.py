@@ -17,7 +17,7 @@ from keras_agrlearn import _validation
 from keras_agrlearn import _walker
 from keras_agrlearn.aggregate import Aggregate
 from keras_agrlearn.deaggregate import Deaggregate
-from keras_agrlearn.model import AgrLearnModel
+from keras_agrlearn._model import AgrLearnModel
 
 STRATEGIES = ("rebuild", "stem")
 _KEPT = "requested; the backbone body and its weights are kept"

@@ -8,14 +8,14 @@ import pytest
 MODULES = [
     "keras_agrlearn.aggregate",
     "keras_agrlearn.deaggregate",
-    "keras_agrlearn.model",
+    "keras_agrlearn._model",
     "keras_agrlearn._rebuild",
     "keras_agrlearn._wrap",
     "keras_agrlearn.members",
-    "keras_agrlearn.evaluation",
-    "keras_agrlearn.metrics.brier_score",
-    "keras_agrlearn.metrics.expected_calibration_error",
-    "keras_agrlearn.metrics.negative_log_likelihood",
+    "keras_agrlearn._evaluation",
+    "keras_agrlearn.metrics._brier_score",
+    "keras_agrlearn.metrics._expected_calibration_error",
+    "keras_agrlearn.metrics._negative_log_likelihood",
 ]
 
 

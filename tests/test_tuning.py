@@ -329,7 +329,7 @@ def test_forwarded_options_follow_wraps_signature():
     import inspect
 
     from keras_agrlearn import wrap
-    from keras_agrlearn.tuning import hypermodel as module
+    from keras_agrlearn.tuning import _hypermodel as module
 
     assert "objective" in module._WRAP_OPTIONS and "batch_repetition" not in module._WRAP_OPTIONS
     assert set(module._WRAP_OPTIONS) | set(module._TUNED) == set(inspect.signature(wrap).parameters)

@@ -5,7 +5,7 @@ An optional part of `keras_agrlearn` built on KerasTuner: install it with
 imports KerasTuner.
 """
 
-from keras_agrlearn.tuning.hypermodel import AgrLearnHyperModel
-from keras_agrlearn.tuning.leaderboard import leaderboard
+from keras_agrlearn.tuning._hypermodel import AgrLearnHyperModel
+from keras_agrlearn.tuning._leaderboard import leaderboard
 
 __all__ = ["AgrLearnHyperModel", "leaderboard"]

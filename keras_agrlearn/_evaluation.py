@@ -10,8 +10,6 @@ from keras_agrlearn import _validation
 from keras_agrlearn.members import agrlearn_n
 from keras_agrlearn.members import members
 
-__all__ = ["evaluate_uncertainty"]
-
 OOD_SCORES = ("entropy", "msp", "mutual_information")
 # Rows of a softmax output sum to 1 up to float32 (or float16) rounding.
 _SUM_TOLERANCE = 1e-3
