@@ -8,9 +8,11 @@ its two kernels) costs two FLOPs (a multiply and an add) per kernel weight
 per output position, where the output positions are the entries of the
 layer's output shape without the batch and channel axes. Biases,
 activations, normalisation, pooling and the aggregation itself are left out:
-on the backbones measured they are well under 1 % of the total. A training
-step is counted as `TRAINING_PASS_COST` forward passes (forward, and a
-backward pass that costs about twice the forward), the usual convention.
+they cost a few operations per output value, a kernel as many as its input
+channels times its window. A training step is counted as
+`TRAINING_PASS_COST` forward passes (forward, and a backward pass that costs
+about twice the forward), the usual convention. docs/PROTOCOL.md describes
+how the compute-fair study uses these counts.
 
 Example:
 
