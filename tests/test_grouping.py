@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from keras_agrlearn import Aggregate
 from keras_agrlearn import Deaggregate
+from keras_agrlearn._validation import INFERENCE_MODES
 
 SETTINGS = settings(
     # JAX compiles every eager op once per new shape, which makes each example
@@ -58,7 +59,7 @@ def test_group_layout_roundtrip(case):
 
 
 @SETTINGS
-@given(cases(), st.sampled_from(["group", "replicate", "contextual"]))
+@given(cases(), st.sampled_from(INFERENCE_MODES))
 def test_inference_layouts_roundtrip(case, inference):
     n, axis, x, seed = case
     aggregate = Aggregate(n, axis=axis, inference=inference, draws=2, seed=seed)

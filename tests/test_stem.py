@@ -7,6 +7,7 @@ import pytest
 from keras_agrlearn import Aggregate
 from keras_agrlearn import wrap
 from keras_agrlearn._stem import STEM_NAME
+from keras_agrlearn._validation import INFERENCE_MODES
 
 import subclassed_models
 
@@ -38,7 +39,7 @@ def _fit_and_predict(model, rng, jit_compile):
     np.testing.assert_allclose(alone[0], predictions[3], atol=1e-5)
 
 
-@pytest.mark.parametrize("inference", ["replicate", "group", "contextual"])
+@pytest.mark.parametrize("inference", INFERENCE_MODES)
 def test_subclassed_model_is_wrapped_with_a_stem(inference, rng, jit_compile, capsys):
     backbone = _subclassed()
     model = wrap(backbone, n=2, inference=inference, classes=CLASSES, verbose=True)

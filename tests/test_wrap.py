@@ -5,6 +5,7 @@ import pytest
 import keras_agrlearn
 from keras_agrlearn import _defaults
 from keras_agrlearn import wrap
+from keras_agrlearn._validation import INFERENCE_MODES
 
 
 def mlp(features=8, classes=3, activation="softmax"):
@@ -80,7 +81,7 @@ def test_structure_preprocessing_stays_per_sample():
     assert "Lambda" not in names
 
 
-@pytest.mark.parametrize("inference", ["replicate", "group", "contextual"])
+@pytest.mark.parametrize("inference", INFERENCE_MODES)
 def test_labels_stay_aligned(inference, jit_compile, rng):
     x, y = learnable_task(rng, samples=1000)
     model = compile_model(wrap(mlp(), n=2, width=1.5, inference=inference), jit_compile)
