@@ -1,8 +1,9 @@
 """The documentation site covers the public API, and the version has one source.
 
-Every name exported by `keras_agrlearn` and `keras_agrlearn.tuning` has its
-page under docs/api/, listed in the nav of mkdocs.yml, whose `:::` directive
-names the object that the package exports. The site itself is built by
+Every name exported by `keras_agrlearn`, `keras_agrlearn.metrics` and
+`keras_agrlearn.tuning` has its page under docs/api/, listed in the nav of
+mkdocs.yml, whose `:::` directive names the object that the package exports.
+The metrics are exported from `keras_agrlearn` too and share its pages. The site itself is built by
 `scripts/check_docs.sh` (`mkdocs build --strict`), which CI runs.
 """
 
@@ -17,7 +18,7 @@ import keras_agrlearn
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 API = ROOT / "docs" / "api"
-PACKAGES = {"keras_agrlearn": "", "keras_agrlearn.tuning": "tuning."}
+PACKAGES = {"keras_agrlearn": "", "keras_agrlearn.metrics": "", "keras_agrlearn.tuning": "tuning."}
 
 
 def exported(package):
@@ -51,8 +52,8 @@ def test_every_public_name_has_an_api_page(package, name, page):
     assert len(directives) == 1, f"docs/api/{page} needs one ::: directive, has {directives}"
     if package == "keras_agrlearn.tuning":
         pytest.importorskip("keras_tuner")
-    # The defining module's path: `keras_agrlearn.wrap` would name the module
-    # `wrap.py`, which the function of the same name hides only at run time.
+    # The defining (private) module's path, which mkdocstrings reads without
+    # importing the package.
     module_path, _, attribute = directives[0].rpartition(".")
     documented = getattr(importlib.import_module(module_path), attribute)
     assert documented is getattr(importlib.import_module(package), name)
