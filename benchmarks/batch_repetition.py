@@ -16,7 +16,7 @@ and memory for one aggregated tensor of the repeated batch.
   plain backbone fed the data tiled b times in b-times larger batches, over
   b x its own step, shows how the backend's step time grows with the batch
   for a network without any aggregation.
-- Memory: `Aggregate(n, batch_repetition=b)` alone in training mode, compiled
+- Memory: `Aggregate(n, repetition=0, batch_repetition=b)` alone in training mode, compiled
   as `fit` compiles it (eager on PyTorch), on a large batch: the growth of the
   process's peak resident set next to the analytic size of the aggregated
   tensor of the repeated batch (b x the input for a batch that is a multiple
@@ -131,13 +131,15 @@ def training_call(layer, inputs, jit_compile=False):
 
 
 def memory_row(args, b):
-    """Peak growth of one `Aggregate(n, batch_repetition=b)` training call."""
+    """Peak growth of one `Aggregate(n, repetition=0.0, batch_repetition=b)` training call."""
     shape = (args.memory_batch,) + tuple(args.image_shape)
     rng = np.random.default_rng(0)
     inputs = ops.convert_to_tensor(rng.random(shape, dtype=np.float32))
     small = ops.convert_to_tensor(rng.random((args.n * 2,) + shape[1:], dtype=np.float32))
     input_mib = float(np.prod(shape) * 4 / 2**20)
-    layer = Aggregate(args.n, batch_repetition=b, shuffle=b == 1, seed=0)
+    layer = Aggregate(
+        args.n, inference="group", repetition=0.0, batch_repetition=b, shuffle=b == 1, seed=0
+    )
     layer(small)  # builds the layer outside the measured region
     call = training_call(layer, inputs, jit_compile=args.memory_jit_compile)
     growth, _ = throughput._peak_growth_mib(call, inputs)

@@ -135,7 +135,9 @@ def aggregation_share(args, x):
         def fit_step():
             limit.fit(aggregated, labels, batch_size=len(aggregated), epochs=1, verbose=0)
 
-        aggregate = Aggregate(args.n, inference="group")
+        aggregate = Aggregate(args.n, inference="group", repetition=0.0, batch_repetition=1)
+        # Group inference without a reference is refused (it could not drop
+        # the padding of a partial group); here the batch is whole groups.
         deaggregate = Deaggregate(args.n, inference="group")
         scores = keras.ops.convert_to_tensor(
             np.zeros((len(batch) // args.n, args.n * throughput.CLASSES), "float32")
@@ -147,7 +149,7 @@ def aggregation_share(args, x):
         def layers_call():
             for _ in range(args.calls):
                 out = layers_fn(tensor)
-                back = head_fn(scores)
+                back = head_fn(scores, tensor)
             keras.ops.convert_to_numpy(keras.ops.sum(out) + keras.ops.sum(back))
 
         step = cpu_seconds(fit_step, args.repeats)

@@ -254,21 +254,21 @@ def _status_kib(field):
 
 
 def _compiled_call(layer):
-    """The layer's inference call, compiled the way `predict` compiles it."""
+    """The layer's inference call on tensor arguments, compiled as `predict` compiles it."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        return jax.jit(lambda t: layer(t, training=False))
+        return jax.jit(lambda *tensors: layer(*tensors, training=False))
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(lambda t: layer(t, training=False))
+        return tf.function(lambda *tensors: layer(*tensors, training=False))
     import torch
 
-    def call(t):
+    def call(*tensors):
         with torch.no_grad():
-            return layer(t, training=False)
+            return layer(*tensors, training=False)
 
     return call
 
@@ -316,7 +316,7 @@ def measure_memory(args):
     rows = []
     for inference in ("group", "replicate"):
         for n in args.ns:
-            layer = Aggregate(n, inference=inference)
+            layer = Aggregate(n, inference=inference, repetition=0.0, batch_repetition=1)
             fn = _compiled_call(layer)
             fn(small)  # builds the layer outside the measured region
             if keras.backend.backend() == "jax":

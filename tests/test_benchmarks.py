@@ -65,7 +65,9 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
     aggregated = throughput.aggregate_numpy(x, n, replicate=inference == "replicate")
     np.testing.assert_allclose(
         aggregated,
-        keras.ops.convert_to_numpy(keras_agrlearn.Aggregate(n, inference=inference)(x)),
+        keras.ops.convert_to_numpy(keras_agrlearn.Aggregate(
+            n, inference=inference, repetition=0.0, batch_repetition=1
+        )(x)),
     )
     slots = keras.ops.convert_to_numpy(limit(aggregated)).reshape(-1, n, throughput.CLASSES)
     np.testing.assert_allclose(slots.sum(axis=-1), 1.0, atol=1e-5)

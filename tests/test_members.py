@@ -40,9 +40,11 @@ def two_inputs():
 def hand_built(inference):
     """The README's building blocks with a Flatten between head and output."""
     inputs = keras.Input((5,))
-    x = keras_agrlearn.Aggregate(n=2, inference=inference)(inputs)
+    x, readout = keras_agrlearn.Aggregate(n=2, inference=inference)(
+        inputs, return_readout=True
+    )
     x = keras.layers.Dense(2 * CLASSES * 2)(x)
-    x = keras_agrlearn.Deaggregate(n=2, inference=inference)(x, inputs)
+    x = keras_agrlearn.Deaggregate(n=2, inference=inference)(x, readout=readout)
     x = keras.layers.Reshape((CLASSES, 2))(x)
     x = keras.layers.Flatten()(keras.layers.Permute((2, 1))(x))
     return keras.Model(inputs, keras.layers.Softmax()(x))
@@ -162,15 +164,20 @@ def _nested():
 
 
 def _mixed_n():
+    """Two correctly paired branches, one with n=2 and one with n=3."""
     inputs = keras.Input((4,))
-    x = keras_agrlearn.Aggregate(n=2)(inputs)
-    x = keras_agrlearn.Deaggregate(n=3)(keras.layers.Dense(6)(x))
-    return keras.Model(inputs, x)
+    branches = []
+    for n in (2, 3):
+        x, readout = keras_agrlearn.Aggregate(n=n)(inputs, return_readout=True)
+        x = keras.layers.Dense(n * CLASSES)(x)
+        branches.append(keras_agrlearn.Deaggregate(n=n)(x, readout=readout))
+    return keras.Model(inputs, keras.layers.Average()(branches))
 
 
 def _aggregate_only():
     inputs = keras.Input((4,))
-    return keras.Model(inputs, keras.layers.Dense(3)(keras_agrlearn.Aggregate(n=2)(inputs)))
+    x, _ = keras_agrlearn.Aggregate(n=2)(inputs, return_readout=True)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
 
 
 @pytest.mark.parametrize(
