@@ -7,17 +7,17 @@ such a model averages, and `evaluate_uncertainty` scores accuracy,
 calibration, member diversity and out-of-distribution detection.
 """
 
-from keras_agrlearn.aggregate import Aggregate
-from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn._aggregate import Aggregate
+from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._evaluation import evaluate_uncertainty
-from keras_agrlearn.members import members
+from keras_agrlearn._members import members
+from keras_agrlearn._model import AgrLearnModel
+from keras_agrlearn._rebuild import scaled_width
+from keras_agrlearn._wrap import wrap
 from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
-from keras_agrlearn._model import AgrLearnModel
 from keras_agrlearn.version import __version__
-from keras_agrlearn._rebuild import scaled_width
-from keras_agrlearn._wrap import wrap
 
 __all__ = [
     "Aggregate",

@@ -7,8 +7,8 @@ import numpy as np
 
 from keras_agrlearn import _scores
 from keras_agrlearn import _validation
-from keras_agrlearn.members import agrlearn_n
-from keras_agrlearn.members import members
+from keras_agrlearn._members import agrlearn_n
+from keras_agrlearn._members import members
 
 OOD_SCORES = ("entropy", "msp", "mutual_information")
 # Rows of a softmax output sum to 1 up to float32 (or float16) rounding.

@@ -10,7 +10,7 @@ import keras
 
 from keras_agrlearn import _graph
 from keras_agrlearn import _keras_internals
-from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn._deaggregate import Deaggregate
 
 HEAD_LAYERS = (
     keras.layers.Dense,

@@ -22,7 +22,7 @@ from keras import tree
 from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
-from keras_agrlearn.aggregate import Aggregate
+from keras_agrlearn._aggregate import Aggregate
 
 # Layers that act on each sample alone and never mix channels; they stay before
 # `Aggregate`, so per-sample preprocessing sees the data layout it was built for.

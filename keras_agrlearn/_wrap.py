@@ -15,8 +15,8 @@ from keras_agrlearn import _rebuild
 from keras_agrlearn import _stem
 from keras_agrlearn import _validation
 from keras_agrlearn import _walker
-from keras_agrlearn.aggregate import Aggregate
-from keras_agrlearn.deaggregate import Deaggregate
+from keras_agrlearn._aggregate import Aggregate
+from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._model import AgrLearnModel
 
 STRATEGIES = ("rebuild", "stem")

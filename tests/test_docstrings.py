@@ -6,12 +6,12 @@ import importlib
 import pytest
 
 MODULES = [
-    "keras_agrlearn.aggregate",
-    "keras_agrlearn.deaggregate",
+    "keras_agrlearn._aggregate",
+    "keras_agrlearn._deaggregate",
     "keras_agrlearn._model",
     "keras_agrlearn._rebuild",
     "keras_agrlearn._wrap",
-    "keras_agrlearn.members",
+    "keras_agrlearn._members",
     "keras_agrlearn._evaluation",
     "keras_agrlearn.metrics._brier_score",
     "keras_agrlearn.metrics._expected_calibration_error",

@@ -7,9 +7,9 @@ import pytest
 import keras_agrlearn
 from keras_agrlearn import members
 from keras_agrlearn import wrap
-from keras_agrlearn.members import RowsToMembers
-from keras_agrlearn.members import SlotsToRows
-from keras_agrlearn.members import TileSlots
+from keras_agrlearn._members import RowsToMembers
+from keras_agrlearn._members import SlotsToRows
+from keras_agrlearn._members import TileSlots
 
 import subclassed_models
 

@@ -11,7 +11,7 @@ import keras_tuner
 from keras_agrlearn import _defaults
 from keras_agrlearn import _flops
 from keras_agrlearn import _validation
-from keras_agrlearn.aggregate import Aggregate
+from keras_agrlearn._aggregate import Aggregate
 from keras_agrlearn._wrap import wrap
 
 # Arguments of `wrap` that the hypermodel sets per trial; every other keyword

@@ -1,4 +1,9 @@
-"""`members`: the n predictions an AgrLearn model averages, one per slot."""
+"""`members`: the n predictions an AgrLearn model averages, one per slot.
+
+The layers `members` inserts keep the registered names they had in the
+public module `keras_agrlearn.members` before 1.0 (`keras_agrlearn>TileSlots`,
+...), so `.keras` files saved then load.
+"""
 
 import keras
 from keras import ops
@@ -6,10 +11,8 @@ from keras import ops
 from keras_agrlearn import _grouping
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _validation
-from keras_agrlearn.aggregate import Aggregate
-from keras_agrlearn.deaggregate import Deaggregate
-
-__all__ = ["members"]
+from keras_agrlearn._aggregate import Aggregate
+from keras_agrlearn._deaggregate import Deaggregate
 
 
 def members(model):
@@ -117,7 +120,7 @@ def agrlearn_n(model):
     if not found:
         nested = [
             layer.name
-            for layer in _nested_layers(model)
+            for layer in _keras_internals.sublayers(model)
             if isinstance(layer, (Aggregate, Deaggregate))
         ]
         if nested:
@@ -143,13 +146,6 @@ def agrlearn_n(model):
     return sizes[0]
 
 
-def _nested_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from layer.layers
-            yield from _nested_layers(layer)
-
-
 class _SlotAxisLayer(keras.layers.Layer):
     """The `n` and `axis` arguments, checked and saved, of the two slot layers."""
 
@@ -164,7 +160,7 @@ class _SlotAxisLayer(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="keras_agrlearn")
+@keras.saving.register_keras_serializable(package="keras_agrlearn", name="TileSlots")
 class TileSlots(_SlotAxisLayer):
     """Puts each sample in all n slots: `(B, ..., C)` -> `(B, ..., n*C)`.
 
@@ -189,7 +185,7 @@ class TileSlots(_SlotAxisLayer):
         return tuple(shape)
 
 
-@keras.saving.register_keras_serializable(package="keras_agrlearn")
+@keras.saving.register_keras_serializable(package="keras_agrlearn", name="SlotsToRows")
 class SlotsToRows(_SlotAxisLayer):
     """Splits `(B, ..., n*K)` slot scores into member rows `(B*n, ..., K)`.
 
@@ -216,7 +212,7 @@ class SlotsToRows(_SlotAxisLayer):
         return tuple(shape)
 
 
-@keras.saving.register_keras_serializable(package="keras_agrlearn")
+@keras.saving.register_keras_serializable(package="keras_agrlearn", name="RowsToMembers")
 class RowsToMembers(keras.layers.Layer):
     """Stacks member rows `(B*n, ...)` into `(B, n, ...)`.
 
