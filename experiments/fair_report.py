@@ -200,6 +200,22 @@ def data_section(records, config, fractions):
         cells = [f"{100 * curve[f][0]:.2f} ({curve[f][1]})" if f in curve else "-"
                  for f in (*fractions, 1.0)]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {share_needed(curve, target)} |")
+    lines += ["", "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
+              "interval):", "",
+              "| arm | " + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0)) + " |",
+              "|---|" + "---|" * (len(fractions) + 1)]
+    for arm in curves:
+        if arm == "plain":
+            continue
+        cells = []
+        for fraction in (*fractions, 1.0):
+            phase = "arms" if fraction == 1.0 else "data"
+            rows = rows_of(runs, config, phase, fraction)
+            if arm in rows and "plain" in rows:
+                cells.append(fmt_diff(*paired(rows[arm], rows["plain"], "test", "acc")[:2]))
+            else:
+                cells.append("-")
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     return lines, curves
 
 

@@ -121,14 +121,10 @@ class Aggregate(keras.layers.Layer):
         self.inference = _validation.check_inference(inference)
         self.shuffle = _validation.check_bool("shuffle", shuffle)
         if repetition is None:
-            repetition = (
-                _defaults.REPETITION
-                if self.inference == "replicate" and self.n > 1
-                else 0.0
-            )
+            repetition = _defaults.repetition_for(self.n, self.inference)
         self.repetition = _validation.check_repetition(repetition)
         if batch_repetition is None:
-            batch_repetition = _defaults.batch_repetition_for(self.n)
+            batch_repetition = _defaults.BATCH_REPETITION
         self.batch_repetition = _validation.check_batch_repetition(
             batch_repetition, self.n
         )

@@ -27,7 +27,7 @@ def wrap(
     model,
     n=_defaults.N,
     *,
-    width=None,
+    width=_defaults.WIDTH,
     inference=_defaults.INFERENCE,
     shuffle=False,
     repetition=None,
@@ -89,8 +89,7 @@ def wrap(
     `n=1` gives the original architecture with the same number of
     parameters, the natural baseline. Stateful preprocessing layers are
     shared with the backbone as they are. Other weights are kept only with
-    `width=1.0` (the default width is `sqrt(n)`, so pass it explicitly for
-    `n > 1`): weights whose shape is unchanged are copied; the first
+    `width=1.0` (the default): weights whose shape is unchanged are copied; the first
     channel-mixing layer (`Dense` or `Conv`, now with n*C input channels)
     starts from the pretrained kernel tiled n times along its input channels
     and divided by n, so a sample replicated in all n slots gives the
@@ -119,12 +118,13 @@ def wrap(
         model: a built `keras.Model`: Functional, Sequential or subclassed,
             and not itself an AgrLearn model.
         n: int >= 1, the number of samples aggregated per forward pass.
-            Defaults to `3`.
-        width: finite float > 0 or None, the hidden width multiplier
-            (`"rebuild"` only). None (the default) means `sqrt(n)` rounded
-            to two decimals (1.73 for n=3): hidden layers then hold about n
-            times the backbone's weights, the backbone's capacity per sample
-            of a group. The stem strategy keeps the backbone's widths.
+            Defaults to `2`.
+        width: finite float > 0, the hidden width multiplier (`"rebuild"`
+            only; the stem strategy keeps the backbone's widths). Defaults to
+            `1.0`, the backbone's own widths. A width w makes each pass cost
+            about w² as much: spending that on the plain model instead
+            (wider, or trained longer) did as well or better in every
+            configuration measured (docs/RESULTS.md).
         inference: the test protocol, `"replicate"` (each sample fills all n
             slots and the n outputs are averaged: a prediction depends on the
             sample alone), `"group"` (n test samples per forward pass: about
@@ -145,8 +145,7 @@ def wrap(
             batch is grouped, each time with an independent permutation
             (MIMO's batch repetition): every sample sits in that many groups
             per step, at about as many times the step's cost. None (the
-            default) means n (1 for `n=1`, and where the model needs several
-            aggregation points). Inference is unchanged.
+            default) means 1. Inference is unchanged.
         objective: `"mean"`, `"slots"` or None, what the loss scores when a
             sample owns several slots in training: the mean of its slots'
             logits (`"mean"`, the default for None), or each slot's own
@@ -154,12 +153,11 @@ def wrap(
             the AgrLearn paper; `AgrLearnModel` spreads the labels, so any
             Keras loss works).
 
-            The defaults of `width`, `inference`, `repetition`,
-            `batch_repetition` and `objective` were chosen by measurement;
-            `docs/RESULTS.md` gives the figures and when other settings do
-            better (a backbone that overfits when widened: try
-            `objective="slots"` and `width=1.0`, or tune them with
-            `AgrLearnHyperModel`).
+            The defaults of `n`, `width`, `inference`, `repetition`,
+            `batch_repetition` and `objective` are the setting the
+            compute-fair study chose (docs/PROTOCOL.md); `docs/RESULTS.md`
+            gives its figures, with intervals, against the plain model given
+            the same compute.
         draws: int >= 1, companion sets per sample in contextual inference.
             Defaults to `4`.
         seed: int or None, seed of the permutations and companions.
@@ -219,9 +217,7 @@ def wrap(
     _validation.check_model(model)
     _check_not_agrlearn(model)
     n = _validation.check_n(n)
-    default_width = width is None
-    if not default_width:
-        width = _validation.check_width(width)
+    width = _validation.check_width(width)
     inference = _validation.check_inference(inference)
     objective = _validation.check_objective(
         _defaults.OBJECTIVE if objective is None else objective
@@ -232,9 +228,6 @@ def wrap(
     if batch_repetition is not None:
         batch_repetition = _validation.check_batch_repetition(batch_repetition, n)
     strategy, backbone, reason, untraced = _choose_strategy(model, strategy, classes)
-    if default_width:
-        # The stem strategy keeps the backbone body, so it cannot widen it.
-        width = 1.0 if strategy == "stem" else _defaults.width_for(n)
     if strategy == "stem":
         if width != 1.0 or aggregate_after is not None:
             raise ValueError(
@@ -327,9 +320,9 @@ def _training_layout(n, inference, shuffle, repetition, batch_repetition, points
             )
         return 0.0, 1
     if repetition is None:
-        repetition = _defaults.REPETITION if inference == "replicate" and n > 1 else 0.0
+        repetition = _defaults.repetition_for(n, inference)
     if batch_repetition is None:
-        batch_repetition = _defaults.batch_repetition_for(n)
+        batch_repetition = _defaults.BATCH_REPETITION
     return repetition, batch_repetition
 
 

@@ -248,11 +248,11 @@ def _settings(layer):
 @pytest.mark.parametrize(
     "kwargs, expected",
     [
-        ({"n": 3}, {"inference": "replicate", "repetition": 0.5, "batch_repetition": 3}),
-        ({"n": 2}, {"inference": "replicate", "repetition": 0.5, "batch_repetition": 2}),
+        ({"n": 3}, {"inference": "replicate", "repetition": 0.5, "batch_repetition": 1}),
+        ({"n": 2}, {"inference": "replicate", "repetition": 0.5, "batch_repetition": 1}),
         ({"n": 1}, {"inference": "replicate", "repetition": 0.0, "batch_repetition": 1}),
-        ({"n": 2, "inference": "group"}, {"inference": "group", "repetition": 0.0, "batch_repetition": 2}),
-        ({"n": 2, "inference": "contextual"}, {"inference": "contextual", "repetition": 0.0, "batch_repetition": 2}),
+        ({"n": 2, "inference": "group"}, {"inference": "group", "repetition": 0.0, "batch_repetition": 1}),
+        ({"n": 2, "inference": "contextual"}, {"inference": "contextual", "repetition": 0.0, "batch_repetition": 1}),
     ],
     ids=["n3", "n2", "n1", "group", "contextual"],
 )

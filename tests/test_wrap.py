@@ -384,8 +384,8 @@ def test_arguments_after_n_are_keyword_only(positional):
         ("n", _defaults.N),
         ("inference", _defaults.INFERENCE),
         ("repetition", _defaults.REPETITION),
-        ("batch_repetition", _defaults.batch_repetition_for(_defaults.N)),
-        ("width", _defaults.width_for(_defaults.N)),
+        ("batch_repetition", _defaults.BATCH_REPETITION),
+        ("width", _defaults.WIDTH),
         ("objective", _defaults.OBJECTIVE),
     ],
 )
