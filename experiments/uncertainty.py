@@ -8,7 +8,7 @@ independently trained plain networks (n x the cost, their probabilities
 averaged). Methods:
 
 - `plain`: the backbone, trained `epochs` epochs.
-- `agrlearn_default`: `keras_agrlearn.wrap(backbone, n=n)` with wrap's
+- `agrlearn_default`: `keras_agrlearn.wrap(backbone, n=n)` with wrap's 0.x
   defaults (width sqrt(n), batch repetition n, input repetition 0.5, the
   "mean" objective, replicated inference), trained exactly like the plain
   network: the user's unchanged training script.
@@ -67,6 +67,7 @@ parallel processes. The report (`report()`) writes `OUT/RESULTS_UNCERTAINTY.md`
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -240,7 +241,11 @@ def build(spec, classes):
     if spec["method"] in ("plain", "ensemble"):
         return plain
     if spec["method"] == "agrlearn_default":
-        return keras_agrlearn.wrap(plain, n=spec["n"], seed=spec["seed"])
+        # wrap's defaults when this study ran (0.x), spelled out.
+        return keras_agrlearn.wrap(
+            plain, n=spec["n"], width=round(math.sqrt(spec["n"]), 2), repetition=0.5,
+            batch_repetition=spec["n"], seed=spec["seed"],
+        )
     return keras_agrlearn.wrap(
         plain, n=spec["n"], width=spec["width"], repetition=0.5, batch_repetition=1,
         seed=spec["seed"],
