@@ -7,9 +7,14 @@ call (same epochs and batch size):
 
 - the plain 3-layer Conv1D classifier;
 - the plain classifier as wide as the wrapped one (`width` x the channels),
-  so that widths are compared like with like;
-- `keras_agrlearn.wrap(classifier, n)` with the library's defaults (or the
-  `--width`, `--batch-repetition` and `--repetition` given).
+  so that widths are compared like with like (the plain classifier itself at
+  the default width 1.0);
+- `keras_agrlearn.wrap(classifier, n)` with the library's defaults: n=2 at
+  the backbone's own widths, each batch grouped once, input repetition 0.5
+  (or the `--n`, `--width`, `--batch-repetition` and `--repetition` given).
+
+Equal epochs are not equal compute once `--width` or `--batch-repetition`
+exceeds 1: docs/RESULTS.md compares the settings at equal FLOPs.
 
 It prints test accuracy, negative log-likelihood, expected calibration error
 and training time, and the wrapped model's scores under the replicated,
@@ -19,6 +24,8 @@ contextual and batched test protocols.
 """
 
 import argparse
+import os
+import sys
 import time
 
 import keras
@@ -70,9 +77,11 @@ def compiled(model):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=3)
-    parser.add_argument("--width", type=float, default=None, help="default: wrap's, sqrt(n)")
-    parser.add_argument("--batch-repetition", type=int, default=None, help="default: wrap's, n")
+    parser.add_argument("--n", type=int, default=2, help="default: wrap's, 2")
+    parser.add_argument(
+        "--width", type=float, default=1.0, help="default: wrap's, 1.0 (the backbone's widths)"
+    )
+    parser.add_argument("--batch-repetition", type=int, default=None, help="default: wrap's, 1")
     parser.add_argument("--repetition", type=float, default=None, help="default: wrap's, 0.5")
     parser.add_argument("--epochs", type=int, default=20, help="the same for every model")
     parser.add_argument("--channels", type=int, default=32)
@@ -89,7 +98,7 @@ def main(argv=None):
         repetition=args.repetition,
         seed=args.seed,
     )
-    # The wrapped model's convolutions, widened by `width` (default sqrt(n)).
+    # The wrapped model's convolutions, widened by `width` (default 1.0: not widened).
     width = next(
         layer
         for layer in keras_agrlearn.wrap(backbone(args.channels), **options).layers
@@ -113,6 +122,9 @@ def main(argv=None):
 
     results = {}
     for key, channels in (("plain", args.channels), ("plain_wide", width.filters)):
+        if key == "plain_wide" and channels == args.channels:
+            results[key] = results["plain"]  # not widened: the plain classifier itself
+            continue
         keras.utils.set_random_seed(args.seed)
         plain = compiled(backbone(channels))
         seconds = fit(plain)
@@ -135,4 +147,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # `python examples/mnist1d.py` puts examples/ first on sys.path, where this
+    # file would shadow the `mnist1d` package it imports.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     main()

@@ -55,7 +55,7 @@ class Aggregate(keras.layers.Layer):
             is grouped, each time after an independent random permutation
             (MIMO's batch repetition): every sample sits in `batch_repetition`
             groups per step, at about `batch_repetition` times the step's
-            cost. Inference is unchanged. Defaults to None, which means n, as
+            cost. Inference is unchanged. Defaults to None, which means 1, as
             in `wrap`.
         draws: int >= 1, the number of companion sets per sample in contextual
             inference. Defaults to `4`.
