@@ -76,11 +76,7 @@ def test_only_the_listed_modules_are_public(package_name):
 def test_all_lists_exactly_the_public_attributes(package_name):
     _import_everything()
     package = importlib.import_module(package_name)
-    attributes = {
-        name: value
-        for name, value in vars(package).items()
-        if not name.startswith("_")
-    }
+    attributes = {name: value for name, value in vars(package).items() if not name.startswith("_")}
     modules = {name for name, value in attributes.items() if isinstance(value, types.ModuleType)}
     assert modules <= PUBLIC_MODULES[package_name], (
         f"{package_name} has public module attributes {sorted(modules)}"
