@@ -78,10 +78,8 @@ def step_tasks(args, x, y):
                 )
                 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
                 models[b] = model
-                tasks[name, objective, b, False] = (
-                    lambda model=model: model.fit(
-                        x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False
-                    )
+                tasks[name, objective, b, False] = lambda model=model: model.fit(
+                    x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False
                 )
             for b in args.bs:
                 if b == 1:
@@ -158,7 +156,9 @@ def memory_rows(args, argv):
     for b in [1] + [b for b in args.bs if b > 1]:
         done = subprocess.run(
             [sys.executable, __file__, *argv, "--memory-one", str(b)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
@@ -167,7 +167,9 @@ def memory_rows(args, argv):
 def tables(directory):
     """Markdown tables of every `BACKEND.json` (and `BACKEND-memory.json`) in `directory`."""
     lines = [
-        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x step(1)), CPU time | same, wall | step(b) / same groups from a b x batch, CPU time | plain backbone: step on a b x batch / (b x step), CPU time |",
+        "| backend | backbone | objective | b | step s (wall, median) | step(b) / (b x "
+        "step(1)), CPU time | same, wall | step(b) / same groups from a b x batch, CPU time | "
+        "plain backbone: step on a b x batch / (b x step), CPU time |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     memory = [
@@ -205,17 +207,24 @@ def main(argv=None):
     parser.add_argument("--backbones", default="cnn,resnet", type=lambda t: t.split(","))
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--bs", default="1,2,3,4", type=lambda t: [int(v) for v in t.split(",")])
-    parser.add_argument("--image-shape", default="32,32,3", type=lambda t: [int(v) for v in t.split(",")])
+    parser.add_argument(
+        "--image-shape", default="32,32,3", type=lambda t: [int(v) for v in t.split(",")]
+    )
     parser.add_argument("--samples", type=int, default=576)
     parser.add_argument("--batch", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-batch", type=int, default=3072)
     parser.add_argument("--memory-only", action="store_true", help="skip the step timings")
-    parser.add_argument("--memory-jit-compile", action="store_true",
-                        help="TensorFlow: compile the memory call with XLA (jit_compile=True)")
+    parser.add_argument(
+        "--memory-jit-compile",
+        action="store_true",
+        help="TensorFlow: compile the memory call with XLA (jit_compile=True)",
+    )
     parser.add_argument("--memory-one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", help="JSON results path")
-    parser.add_argument("--tables", metavar="DIR", help="print the tables of DIR's results and exit")
+    parser.add_argument(
+        "--tables", metavar="DIR", help="print the tables of DIR's results and exit"
+    )
     args = parser.parse_args(argv)
     if args.tables:
         print(tables(args.tables))
@@ -265,7 +274,9 @@ def main(argv=None):
         "keras": keras.__version__,
         "machine": platform.machine(),
         "cores": os.cpu_count(),
-        "command": "KERAS_BACKEND=" + keras.backend.backend() + " python benchmarks/batch_repetition.py "
+        "command": "KERAS_BACKEND="
+        + keras.backend.backend()
+        + " python benchmarks/batch_repetition.py "
         + " ".join(argv),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "steps": steps,
@@ -274,13 +285,17 @@ def main(argv=None):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     for row in steps:
-        print(f"{row['backbone']:7s} {row['objective']:5s} b={row['batch_repetition']}: "
-              f"wall {row['wall_s']:.3f} s (ratio {row['wall_ratio']:.3f}), "
-              f"cpu ratio {row['cpu_ratio']:.3f}, "
-              f"over same work {row.get('cpu_over_same_work', 1.0):.3f}")
+        print(
+            f"{row['backbone']:7s} {row['objective']:5s} b={row['batch_repetition']}: "
+            f"wall {row['wall_s']:.3f} s (ratio {row['wall_ratio']:.3f}), "
+            f"cpu ratio {row['cpu_ratio']:.3f}, "
+            f"over same work {row.get('cpu_over_same_work', 1.0):.3f}"
+        )
     for row in result["memory"]:
-        print(f"memory b={row['batch_repetition']}: peak growth {row['peak_growth_mib']:.1f} MiB, "
-              f"aggregated {row['aggregated_mib']:.1f} MiB ({row['peak_over_aggregated']:.2f} x)")
+        print(
+            f"memory b={row['batch_repetition']}: peak growth {row['peak_growth_mib']:.1f} MiB, "
+            f"aggregated {row['aggregated_mib']:.1f} MiB ({row['peak_over_aggregated']:.2f} x)"
+        )
 
 
 if __name__ == "__main__":

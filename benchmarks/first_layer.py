@@ -43,7 +43,9 @@ def main(argv=None):
         backbone = build(shape)
         x = rng.random((args.samples,) + shape, dtype=np.float32)
         tasks[name, "backbone", 1] = _predict(backbone, x, args.predict_batch)
-        (first,) = [l for l in backbone.layers if isinstance(l, keras.layers.Conv2D)][:1]
+        (first,) = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)][
+            :1
+        ]
         for n in [1] + args.ns:
             conv = keras.layers.Conv2D.from_config(first.get_config())
             wide = shape[:-1] + (shape[-1] * n,)
@@ -69,7 +71,9 @@ def main(argv=None):
                 }
             )
     with open(args.out, "w") as out:
-        json.dump({"backend": keras.backend.backend(), "args": vars(args), "rows": rows}, out, indent=1)
+        json.dump(
+            {"backend": keras.backend.backend(), "args": vars(args), "rows": rows}, out, indent=1
+        )
     for row in rows:
         print(
             f"{keras.backend.backend()} {row['backbone']} n={row['n']}: first conv "

@@ -84,7 +84,9 @@ def feeding(args, x):
     rows = []
     make = throughput.resnet if args.backbone == "resnet" else throughput.small_cnn
     backbone = make(x.shape[1:])
-    group = keras_agrlearn.wrap(backbone, args.n, inference="group", repetition=0.0, batch_repetition=1)
+    group = keras_agrlearn.wrap(
+        backbone, args.n, inference="group", repetition=0.0, batch_repetition=1
+    )
     for name, model in (("plain", backbone), (f"group n={args.n}", group)):
         tensor = keras.ops.convert_to_tensor(x)
         call = direct_call(model)
@@ -172,7 +174,9 @@ def torch_operators(args, x):
     from torch.profiler import profile
 
     backbone = throughput.small_cnn(x.shape[1:])
-    wrapped = keras_agrlearn.wrap(backbone, args.n, inference="group", repetition=0.0, batch_repetition=1)
+    wrapped = keras_agrlearn.wrap(
+        backbone, args.n, inference="group", repetition=0.0, batch_repetition=1
+    )
     limit = throughput.inner_network(wrapped)
     aggregated = throughput.aggregate_numpy(x, args.n, replicate=False)
     rows = []
@@ -187,9 +191,7 @@ def torch_operators(args, x):
             {
                 "model": name,
                 "aten_calls": int(sum(e.count for e in events)),
-                "top": sorted(
-                    ((e.key, int(e.count)) for e in events), key=lambda kv: -kv[1]
-                )[:12],
+                "top": sorted(((e.key, int(e.count)) for e in events), key=lambda kv: -kv[1])[:12],
             }
         )
     return rows

@@ -189,7 +189,9 @@ def plot(reports, path):
 
     backbones = next(iter(reports.values()))["args"]["backbones"]
     figure, axes = plt.subplots(
-        len(backbones), len(reports), figsize=(4 * len(reports), 3.2 * len(backbones)),
+        len(backbones),
+        len(reports),
+        figsize=(4 * len(reports), 3.2 * len(backbones)),
         squeeze=False,
     )
     for column, (backend, report) in enumerate(reports.items()):

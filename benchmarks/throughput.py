@@ -73,7 +73,12 @@ from keras_agrlearn import _keras_internals  # noqa: E402
 CLASSES = 10
 
 # Environment variables that cap the backends' thread pools (set by run_all.py).
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "XLA_FLAGS")
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "XLA_FLAGS",
+)
 
 
 # Backbones ------------------------------------------------------------------
@@ -107,7 +112,7 @@ def inner_network(wrapped):
     Takes aggregated inputs `(G, ..., n * C)` and returns `(G, n * K)`
     probabilities: the head's scores with the softmax applied per slot.
     """
-    (aggregate,) = [l for l in wrapped.layers if isinstance(l, Aggregate)]
+    (aggregate,) = [layer for layer in wrapped.layers if isinstance(layer, Aggregate)]
     inputs = keras.Input(aggregate.output.shape[1:], name="aggregated")
     scores = []
 
@@ -187,13 +192,21 @@ def build_tasks(args, x, y):
             # No input repetition: it changes the work done, not what aggregation costs.
             replicate = compiled(
                 keras_agrlearn.wrap(
-                    backbone, n, width=1.0, inference="replicate", repetition=0.0,
+                    backbone,
+                    n,
+                    width=1.0,
+                    inference="replicate",
+                    repetition=0.0,
                     batch_repetition=1,
                 )
             )
             group = compiled(
                 keras_agrlearn.wrap(
-                    backbone, n, width=1.0, inference="group", repetition=0.0,
+                    backbone,
+                    n,
+                    width=1.0,
+                    inference="group",
+                    repetition=0.0,
                     batch_repetition=1,
                 )
             )
@@ -202,12 +215,8 @@ def build_tasks(args, x, y):
             x_replicate = aggregate_numpy(x, n, replicate=True)
             y_group = y.reshape(-1, n)
             tasks[name, "replicate", n, "fit"] = fit_task(replicate, x, y, args.batch)
-            tasks[name, "limit", n, "fit"] = fit_task(
-                limit, x_group, y_group, args.batch // n
-            )
-            tasks[name, "replicate", n, "predict"] = predict_task(
-                replicate, x, args.predict_batch
-            )
+            tasks[name, "limit", n, "fit"] = fit_task(limit, x_group, y_group, args.batch // n)
+            tasks[name, "replicate", n, "predict"] = predict_task(replicate, x, args.predict_batch)
             tasks[name, "group", n, "predict"] = predict_task(group, x, args.predict_batch)
             tasks[name, "limit-replicate", n, "predict"] = predict_task(
                 limit, x_replicate, args.predict_batch
@@ -359,7 +368,9 @@ def machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            names = [l.split(":", 1)[1].strip() for l in info if l.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
@@ -401,22 +412,28 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--memory-batch", type=int, default=4096)
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--jit-compile", default="auto", type=lambda t: t if t == "auto" else t == "true")
+    parser.add_argument(
+        "--jit-compile", default="auto", type=lambda t: t if t == "auto" else t == "true"
+    )
     parser.add_argument(
         "--dtype-policy", default=None, help='e.g. "mixed_float16"; default: Keras\'s global policy'
     )
     parser.add_argument(
-        "--device-input", action="store_true",
+        "--device-input",
+        action="store_true",
         help="time predict on batches already converted to backend (device) tensors",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON results path")
     parser.add_argument(
-        "--records", default=None,
+        "--records",
+        default=None,
         help="JSON-lines file: append the report; skip the run if its key is there",
     )
     parser.add_argument(
-        "--tables", default=None, metavar="RECORDS",
+        "--tables",
+        default=None,
+        metavar="RECORDS",
         help="print Markdown tables of a --records file and exit",
     )
     args = parser.parse_args(argv)
@@ -442,9 +459,7 @@ GROUP_N = 3
 
 def record_key(args):
     """The backend and every argument that changes what is measured."""
-    settings = {
-        k: v for k, v in vars(args).items() if k not in ("out", "records", "tables")
-    }
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "records", "tables")}
     return f"{keras.backend.backend()}|{json.dumps(settings, sort_keys=True)}"
 
 
@@ -469,21 +484,27 @@ def goals_table(records):
         "|---|---|---|---|---|---|---|---|",
     ]
     for report in records:
-        t = {(r["backbone"], r["variant"], r["n"], r["phase"]): r["median_s"]
-             for r in report["results"]}
+        t = {
+            (r["backbone"], r["variant"], r["n"], r["phase"]): r["median_s"]
+            for r in report["results"]
+        }
         ns = report["args"]["ns"]
         for b in report["args"]["backbones"]:
             fit = max(t[b, "replicate", n, "fit"] / t[b, "limit", n, "fit"] for n in ns)
             predict = max(
-                max(t[b, "replicate", n, "predict"] / t[b, "limit-replicate", n, "predict"],
-                    t[b, "group", n, "predict"] / t[b, "limit-group", n, "predict"])
+                max(
+                    t[b, "replicate", n, "predict"] / t[b, "limit-replicate", n, "predict"],
+                    t[b, "group", n, "predict"] / t[b, "limit-group", n, "predict"],
+                )
                 for n in ns
             )
             group = None
             if GROUP_N in ns:
                 group = t[b, "plain", 1, "predict"] / t[b, "group", GROUP_N, "predict"] / GROUP_N
-            met = fit <= LIMIT_TARGET and predict <= LIMIT_TARGET and (
-                group is not None and group >= GROUP_TARGET
+            met = (
+                fit <= LIMIT_TARGET
+                and predict <= LIMIT_TARGET
+                and (group is not None and group >= GROUP_TARGET)
             )
             lines.append(
                 f"| {report['backend']} | {report['args']['dtype_policy'] or 'float32'} "

@@ -75,8 +75,13 @@ def load_cifar10(split, batch_size, augment, shuffle_buffer=10_000, seed=None):
 
 def _conv_bn(x, filters, strides, name, relu=True, kernel_size=3):
     x = keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=False,
-        kernel_regularizer=keras.regularizers.L2(5e-4), name=f"{name}_conv",
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=keras.regularizers.L2(5e-4),
+        name=f"{name}_conv",
     )(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
@@ -144,7 +149,9 @@ def main(argv=None):
     )
     model.fit(train, epochs=args.epochs, validation_data=test, verbose=2)
     results = model.evaluate(test, return_dict=True, verbose=0)
-    print(f"n={args.n} width={args.width}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    print(
+        f"n={args.n} width={args.width}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 
 import keras_agrlearn
 from keras_agrlearn.metrics import ExpectedCalibrationError

@@ -47,9 +47,7 @@ def load_imdb(train_size=None, test_size=None, data_dir=None):
         "train" if train_size is None else f"train[:{train_size}]",
         "test" if test_size is None else f"test[:{test_size}]",
     ]
-    datasets = tfds.load(
-        "imdb_reviews", split=splits, as_supervised=True, data_dir=data_dir
-    )
+    datasets = tfds.load("imdb_reviews", split=splits, as_supervised=True, data_dir=data_dir)
     return tuple(_to_arrays(dataset) for dataset in datasets)
 
 
@@ -116,9 +114,7 @@ def train_and_evaluate(model, train, test, epochs, batch_size, seed=0):
         metrics=["accuracy"],
     )
     model.fit(*train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
-    return model.evaluate(*test, batch_size=batch_size, verbose=0, return_dict=True)[
-        "accuracy"
-    ]
+    return model.evaluate(*test, batch_size=batch_size, verbose=0, return_dict=True)["accuracy"]
 
 
 def main(argv=None):

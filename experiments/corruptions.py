@@ -90,8 +90,12 @@ def corrupt(images, name, severity, seed=0):
         raise ValueError(f"Unknown corruption {name!r}; choose from {CORRUPTIONS}.")
     if severity not in SEVERITIES:
         raise ValueError(f"Severity must be one of {SEVERITIES}, got {severity!r}.")
-    function = {"gaussian_noise": gaussian_noise, "blur": blur, "rotation": rotation,
-                "contrast": contrast}[name]
+    function = {
+        "gaussian_noise": gaussian_noise,
+        "blur": blur,
+        "rotation": rotation,
+        "contrast": contrast,
+    }[name]
     rng = np.random.default_rng([seed, CORRUPTIONS.index(name), severity])
     images = np.asarray(images, dtype="float64")
     return function(images, PARAMETERS[name][severity - 1], rng).astype("float32")

@@ -17,8 +17,16 @@ import numpy as np
 
 FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 FASHION_MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -146,7 +154,11 @@ def load_digits():
     order = np.random.default_rng(0).permutation(len(x))
     x, y = x[order], y[order]
     test = val = 360
-    return (x[test + val :], y[test + val :]), (x[test : test + val], y[test : test + val]), (x[:test], y[:test])
+    return (
+        (x[test + val :], y[test + val :]),
+        (x[test : test + val], y[test : test + val]),
+        (x[:test], y[:test]),
+    )
 
 
 def resize_bilinear(images, size):

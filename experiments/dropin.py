@@ -47,27 +47,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras_agrlearn  # noqa: E402
-from keras_agrlearn import _defaults  # noqa: E402
-from keras_agrlearn import _keras_internals  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
 from experiments.scoring import scores  # noqa: E402
+from keras_agrlearn import _keras_internals  # noqa: E402
 
 PHASES = ("select", "fashion", "fashion-slots", "defaults")
 SQRT3 = round(math.sqrt(3), 2)
 
 # Each workflow: the data, the user's backbone and the user's own fit call.
 WORKFLOWS = {
-    "mnist1d-32": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(32),
-                       epochs=20, batch_size=96),
-    "mnist1d-64": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(64),
-                       epochs=20, batch_size=96),
-    "digits-cnn": dict(data="digits", backbone=lambda: backbones.digits_cnn(16),
-                       epochs=30, batch_size=32),
-    "fashion-convnet": dict(data="fashion", backbone=backbones.fashion_convnet,
-                            epochs=8, batch_size=128),
-    "fashion-resnet": dict(data="fashion", backbone=backbones.small_resnet,
-                           epochs=5, batch_size=128),
+    "mnist1d-32": dict(
+        data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(32), epochs=20, batch_size=96
+    ),
+    "mnist1d-64": dict(
+        data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(64), epochs=20, batch_size=96
+    ),
+    "digits-cnn": dict(
+        data="digits", backbone=lambda: backbones.digits_cnn(16), epochs=30, batch_size=32
+    ),
+    "fashion-convnet": dict(
+        data="fashion", backbone=backbones.fashion_convnet, epochs=8, batch_size=128
+    ),
+    "fashion-resnet": dict(
+        data="fashion", backbone=backbones.small_resnet, epochs=5, batch_size=128
+    ),
 }
 
 # `wrap` arguments of each candidate; None is the plain model.
@@ -80,18 +84,26 @@ CANDIDATES = {
     "b3-r0.5-mean": dict(batch_repetition=3, repetition=0.5, objective="mean"),
     "b3-r0.5-slots": dict(batch_repetition=3, repetition=0.5, objective="slots"),
     "b3-r0-slots": dict(batch_repetition=3, repetition=0.0, objective="slots"),
-    f"b3-r0.5-slots-w{SQRT3}": dict(batch_repetition=3, repetition=0.5,
-                                    objective="slots", width=SQRT3),
-    f"b3-r0.5-mean-w{SQRT3}": dict(batch_repetition=3, repetition=0.5,
-                                   objective="mean", width=SQRT3),
-    f"b2-r0.5-mean-w{SQRT3}": dict(batch_repetition=2, repetition=0.5,
-                                   objective="mean", width=SQRT3),
+    f"b3-r0.5-slots-w{SQRT3}": dict(
+        batch_repetition=3, repetition=0.5, objective="slots", width=SQRT3
+    ),
+    f"b3-r0.5-mean-w{SQRT3}": dict(
+        batch_repetition=3, repetition=0.5, objective="mean", width=SQRT3
+    ),
+    f"b2-r0.5-mean-w{SQRT3}": dict(
+        batch_repetition=2, repetition=0.5, objective="mean", width=SQRT3
+    ),
 }
 PHASE_RUNS = {
-    "select": [(w, c) for w in ("mnist1d-32", "mnist1d-64", "digits-cnn")
-               for c in CANDIDATES if c != "defaults"],
-    "fashion": [(w, c) for w in ("fashion-convnet", "fashion-resnet")
-                for c in ("plain", "defaults")],
+    "select": [
+        (w, c)
+        for w in ("mnist1d-32", "mnist1d-64", "digits-cnn")
+        for c in CANDIDATES
+        if c != "defaults"
+    ],
+    "fashion": [
+        (w, c) for w in ("fashion-convnet", "fashion-resnet") for c in ("plain", "defaults")
+    ],
     # The runner-up of the selection, scoring each slot: the defaults' mean
     # objective lost NLL on the Fashion-MNIST convnet.
     "fashion-slots": [("fashion-convnet", f"b3-r0.5-slots-w{SQRT3}")],
@@ -99,8 +111,11 @@ PHASE_RUNS = {
     # selection workflows and the ResNet: run alone (nothing else on the
     # machine) into their own records, for train-time ratios next to the
     # accuracies.
-    "defaults": [(w, c) for w in ("mnist1d-32", "mnist1d-64", "digits-cnn", "fashion-resnet")
-                 for c in ("plain", "defaults")],
+    "defaults": [
+        (w, c)
+        for w in ("mnist1d-32", "mnist1d-64", "digits-cnn", "fashion-resnet")
+        for c in ("plain", "defaults")
+    ],
 }
 
 
@@ -124,12 +139,17 @@ def forward_passes(n, repetition, batch_repetition, samples, batch_size):
 
 def settings(model):
     """The resolved AgrLearn settings of a wrapped model (None: plain)."""
-    layers = [layer for layer in _keras_internals.sublayers(model) if isinstance(layer, keras_agrlearn.Aggregate)]
+    layers = [
+        layer
+        for layer in _keras_internals.sublayers(model)
+        if isinstance(layer, keras_agrlearn.Aggregate)
+    ]
     if not layers:
         return None
     aggregate = layers[0]
     objective = next(
-        layer.objective for layer in _keras_internals.sublayers(model)
+        layer.objective
+        for layer in _keras_internals.sublayers(model)
         if isinstance(layer, keras_agrlearn.Deaggregate)
     )
     return {
@@ -154,17 +174,22 @@ def train(workflow, candidate, seed, data, options):
     if args is not None:
         model = keras_agrlearn.wrap(model, n=3, seed=seed, **args)
     # The user's own compile and fit, identical for every candidate.
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(x, y, batch_size=spec["batch_size"], epochs=epochs, verbose=0)
     seconds = time.perf_counter() - start
     resolved = settings(model)
     width = 1.0 if args is None else args.get("width", round(math.sqrt(3), 2))
     passes = (
-        len(x) if resolved is None else forward_passes(
-            resolved["n"], resolved["repetition"], resolved["batch_repetition"],
-            len(x), spec["batch_size"])
+        len(x)
+        if resolved is None
+        else forward_passes(
+            resolved["n"],
+            resolved["repetition"],
+            resolved["batch_repetition"],
+            len(x),
+            spec["batch_size"],
+        )
     )
     return {
         "key": f"{workflow}|{candidate}|{seed}|{options.fashion_train}|{epochs}",
@@ -219,9 +244,12 @@ def run_worker(options, worker, workers):
         record = train(workflow, candidate, seed, cache[name], options)
         with open(options.records, "a") as f:
             f.write(json.dumps(record) + "\n")
-        print(f"[{worker}/{workers} {i + 1}/{len(mine)}] {workflow} {candidate} seed {seed}: "
-              f"test acc {record['test']['acc']:.4f} nll {record['test']['nll']:.4f} "
-              f"({record['train_s']:.0f} s)", flush=True)
+        print(
+            f"[{worker}/{workers} {i + 1}/{len(mine)}] {workflow} {candidate} seed {seed}: "
+            f"test acc {record['test']['acc']:.4f} nll {record['test']['nll']:.4f} "
+            f"({record['train_s']:.0f} s)",
+            flush=True,
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -252,16 +280,20 @@ def summary(records, workflow, candidate):
 
 def meets(candidate, plain, split):
     """The target: NLL at or below plain, accuracy at most 0.3 points below."""
-    return (candidate[f"{split}_nll"][0] <= plain[f"{split}_nll"][0]
-            and candidate[f"{split}_acc"][0] >= plain[f"{split}_acc"][0] - 0.003)
+    return (
+        candidate[f"{split}_nll"][0] <= plain[f"{split}_nll"][0]
+        and candidate[f"{split}_acc"][0] >= plain[f"{split}_acc"][0] - 0.003
+    )
 
 
 def describe(s):
     if s["settings"] is None:
         return "plain"
     st = s["settings"]
-    return (f"n={st['n']}, b={st['batch_repetition']}, r={st['repetition']:g}, "
-            f"{st['objective']}, width {s['width']:g}")
+    return (
+        f"n={st['n']}, b={st['batch_repetition']}, r={st['repetition']:g}, "
+        f"{st['objective']}, width {s['width']:g}"
+    )
 
 
 def table(records, workflows, candidates):
@@ -276,9 +308,14 @@ def table(records, workflows, candidates):
             s = summary(records, workflow, candidate)
             if s is None:
                 continue
-            target = "" if candidate == "plain" or plain is None else (
-                f"{'yes' if meets(s, plain, 'test') else 'no'} / "
-                f"{'yes' if meets(s, plain, 'val') else 'no'}")
+            target = (
+                ""
+                if candidate == "plain" or plain is None
+                else (
+                    f"{'yes' if meets(s, plain, 'test') else 'no'} / "
+                    f"{'yes' if meets(s, plain, 'val') else 'no'}"
+                )
+            )
             ratio = "" if plain is None else f" ({s['passes'] / plain['passes']:.2f} x)"
             time_ratio = "" if plain is None else f" ({s['train_s'] / plain['train_s']:.2f} x)"
             lines.append(
@@ -332,8 +369,8 @@ def write_report(records, options, argv):
         "Produced by:",
         "",
         "```",
-        "KERAS_BACKEND=jax python experiments/dropin.py " + " ".join(
-            a for a in argv if a != "--report-only"),
+        "KERAS_BACKEND=jax python experiments/dropin.py "
+        + " ".join(a for a in argv if a != "--report-only"),
         "```",
         "",
         f"Keras {keras.__version__}, backend {records[0]['backend'] if records else '?'}, "
@@ -346,9 +383,12 @@ def write_report(records, options, argv):
         "hidden layers cost about w² as much per pass. Target: NLL at or below "
         "plain, accuracy at most 0.3 points below.",
         "",
-        "Workflows: " + "; ".join(
+        "Workflows: "
+        + "; ".join(
             f"`{w}` ({spec['epochs']} epochs, batch {spec['batch_size']})"
-            for w, spec in WORKFLOWS.items()) + ". Fashion-MNIST: "
+            for w, spec in WORKFLOWS.items()
+        )
+        + ". Fashion-MNIST: "
         f"{fashion_samples(records) or options.fashion_train} training images (of the "
         "50,000 left after a 10,000-image validation split), the full "
         "10,000-image test set.",
@@ -358,7 +398,8 @@ def write_report(records, options, argv):
     small = [w for w in WORKFLOWS if not w.startswith("fashion")]
     if any(r["workflow"] in small for r in records):
         lines += [
-            "## Selection of the defaults (MNIST-1D, digits)" if ranking
+            "## Selection of the defaults (MNIST-1D, digits)"
+            if ranking
             else "## MNIST-1D and digits",
             "",
             *table(records, small, CANDIDATES),
@@ -387,11 +428,16 @@ def write_report(records, options, argv):
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--phases", default="select,fashion",
-                   help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument(
+        "--phases", default="select,fashion", help=f"comma-separated subset of {','.join(PHASES)}"
+    )
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--fashion-train", type=int, default=20000,
-                   help="Fashion-MNIST training images used (at most 50000)")
+    p.add_argument(
+        "--fashion-train",
+        type=int,
+        default=20000,
+        help="Fashion-MNIST training images used (at most 50000)",
+    )
     p.add_argument("--records", default=str(ROOT / "docs" / "results" / "dropin.jsonl"))
     p.add_argument("--report", default=str(ROOT / "docs" / "DROPIN.md"))
     p.add_argument("--workers", type=int, default=1)
@@ -419,8 +465,10 @@ def main(argv=None):
         if options.workers == 1:
             run_worker(options, 0, 1)
         else:
-            procs = [subprocess.Popen([sys.executable, __file__, *argv, "--worker", str(i)])
-                     for i in range(options.workers)]
+            procs = [
+                subprocess.Popen([sys.executable, __file__, *argv, "--worker", str(i)])
+                for i in range(options.workers)
+            ]
             codes = [proc.wait() for proc in procs]
             if any(codes):
                 raise SystemExit(f"a worker failed with exit codes {codes}")

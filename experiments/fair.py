@@ -70,32 +70,86 @@ DATA_SEEDS = 3
 # Each configuration: data, backbone, batch size, the budget grid (epochs),
 # seeds, and whether it takes part in choosing (selection) or only confirms.
 CONFIGS = {
-    "mnist1d-16": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(16),
-                       batch_size=64, budgets=(20, 40, 80, 160), seeds=5, role="selection",
-                       learning_rate=1e-2),
-    "mnist1d-32": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(32),
-                       batch_size=64, budgets=(20, 40, 80, 160), seeds=5, role="selection",
-                       learning_rate=1e-2),
-    "mnist1d-128": dict(data="mnist1d", backbone=lambda: backbones.mnist1d_conv1d(128),
-                        batch_size=64, budgets=(10, 20, 40, 80), seeds=5, role="selection",
-                        learning_rate=1e-2, data_efficiency=True),
-    "digits-8": dict(data="digits", backbone=lambda: backbones.digits_cnn(8),
-                     batch_size=32, budgets=(10, 20, 40, 80, 160), seeds=5, role="selection"),
-    "digits-64": dict(data="digits", backbone=lambda: backbones.digits_cnn(64),
-                      batch_size=32, budgets=(10, 20, 40, 80), seeds=5, role="selection"),
-    "fashion-convnet": dict(data="fashion", backbone=backbones.fashion_convnet,
-                            batch_size=128, budgets=(5, 10, 20), seeds=3, role="confirmation",
-                            minimal=True),
-    "fashion-resnet8": dict(data="fashion", backbone=backbones.small_resnet,
-                            batch_size=128, budgets=(5, 10, 20), seeds=3, role="confirmation",
-                            minimal=True),
-    "fashion-resnet20": dict(data="fashion",
-                             backbone=lambda: backbones.small_resnet(blocks=3),
-                             batch_size=128, budgets=(10, 20, 40), seeds=3,
-                             role="confirmation", minimal=True),
+    "mnist1d-16": dict(
+        data="mnist1d",
+        backbone=lambda: backbones.mnist1d_conv1d(16),
+        batch_size=64,
+        budgets=(20, 40, 80, 160),
+        seeds=5,
+        role="selection",
+        learning_rate=1e-2,
+    ),
+    "mnist1d-32": dict(
+        data="mnist1d",
+        backbone=lambda: backbones.mnist1d_conv1d(32),
+        batch_size=64,
+        budgets=(20, 40, 80, 160),
+        seeds=5,
+        role="selection",
+        learning_rate=1e-2,
+    ),
+    "mnist1d-128": dict(
+        data="mnist1d",
+        backbone=lambda: backbones.mnist1d_conv1d(128),
+        batch_size=64,
+        budgets=(10, 20, 40, 80),
+        seeds=5,
+        role="selection",
+        learning_rate=1e-2,
+        data_efficiency=True,
+    ),
+    "digits-8": dict(
+        data="digits",
+        backbone=lambda: backbones.digits_cnn(8),
+        batch_size=32,
+        budgets=(10, 20, 40, 80, 160),
+        seeds=5,
+        role="selection",
+    ),
+    "digits-64": dict(
+        data="digits",
+        backbone=lambda: backbones.digits_cnn(64),
+        batch_size=32,
+        budgets=(10, 20, 40, 80),
+        seeds=5,
+        role="selection",
+    ),
+    "fashion-convnet": dict(
+        data="fashion",
+        backbone=backbones.fashion_convnet,
+        batch_size=128,
+        budgets=(5, 10, 20),
+        seeds=3,
+        role="confirmation",
+        minimal=True,
+    ),
+    "fashion-resnet8": dict(
+        data="fashion",
+        backbone=backbones.small_resnet,
+        batch_size=128,
+        budgets=(5, 10, 20),
+        seeds=3,
+        role="confirmation",
+        minimal=True,
+    ),
+    "fashion-resnet20": dict(
+        data="fashion",
+        backbone=lambda: backbones.small_resnet(blocks=3),
+        batch_size=128,
+        budgets=(10, 20, 40),
+        seeds=3,
+        role="confirmation",
+        minimal=True,
+    ),
 }
-DEFAULT_CONFIGS = ("mnist1d-16", "mnist1d-32", "mnist1d-128", "digits-8", "digits-64",
-                   "fashion-convnet")
+DEFAULT_CONFIGS = (
+    "mnist1d-16",
+    "mnist1d-32",
+    "mnist1d-128",
+    "digits-8",
+    "digits-64",
+    "fashion-convnet",
+)
 
 # Each arm: how the model is built (`wrap` arguments; n=1 is a plain model,
 # widened or narrowed), its epochs as a factor of E ("matched": the plain
@@ -109,13 +163,20 @@ ARMS = {
     "plain-wide-long2": dict(wrap=dict(n=1, width=SQRT_N), epochs=2),
     "plain-narrow": dict(wrap=dict(n=1, width=NARROW), epochs=1),
     "ensemble": dict(wrap=None, epochs=1, members=N),
-    "wrap-defaults": dict(wrap=dict(n=N, width=SQRT_N, repetition=0.5, batch_repetition=N),
-                          epochs=1),
+    "wrap-defaults": dict(
+        wrap=dict(n=N, width=SQRT_N, repetition=0.5, batch_repetition=N), epochs=1
+    ),
     "wrap-mimo": dict(wrap=dict(n=N, width=1.0, repetition=0.5, batch_repetition=N), epochs=1),
-    "wrap-paper": dict(wrap=dict(n=N, width=SQRT_N, repetition=0.0, batch_repetition=1),
-                       epochs=N, inference=("replicate", "group")),
-    "wrap-group": dict(wrap=dict(n=N, width=1.0, repetition=0.0, batch_repetition=N),
-                       epochs=1, inference=("group",)),
+    "wrap-paper": dict(
+        wrap=dict(n=N, width=SQRT_N, repetition=0.0, batch_repetition=1),
+        epochs=N,
+        inference=("replicate", "group"),
+    ),
+    "wrap-group": dict(
+        wrap=dict(n=N, width=1.0, repetition=0.0, batch_repetition=N),
+        epochs=1,
+        inference=("group",),
+    ),
     "wrap-n2": dict(wrap=dict(n=2, width=1.0, repetition=0.5, batch_repetition=1), epochs=1),
 }
 AGRLEARN_ARMS = tuple(a for a in ARMS if a.startswith("wrap-"))
@@ -123,8 +184,14 @@ PLAIN_ARMS = tuple(a for a in ARMS if not a.startswith("wrap-"))
 # Fashion-MNIST on the CPU machine: plain, the better compute-matched plain
 # arm chosen on MNIST-1D (both candidates run), the ensemble, the defaults
 # and MIMO's setting.
-MINIMAL_ARMS = ("plain", "plain-wide-long2", "plain-long-matched", "ensemble",
-                "wrap-defaults", "wrap-mimo")
+MINIMAL_ARMS = (
+    "plain",
+    "plain-wide-long2",
+    "plain-long-matched",
+    "ensemble",
+    "wrap-defaults",
+    "wrap-mimo",
+)
 DATA_ARMS = ("plain", "plain-long2", "plain-wide-long2", "wrap-defaults", "wrap-mimo", "wrap-n2")
 
 
@@ -140,7 +207,9 @@ def load_data(name, options):
         shape = {"mnist1d": (40, 1), "digits": (8, 8, 1), "fashion": (28, 28, 1)}[name]
 
         def part(count):
-            return rng.random((count, *shape), dtype="float32"), rng.integers(0, 10, count).astype("int32")
+            return rng.random((count, *shape), dtype="float32"), rng.integers(0, 10, count).astype(
+                "int32"
+            )
 
         return part(96), part(48), part(48)
     if name == "mnist1d":
@@ -195,8 +264,14 @@ def matched_factor(config, samples):
     batch = spec["batch_size"]
     plain = flops.training_flops(build(config, None, 0), samples, batch, 1)
     agr = flops.training_flops(
-        build(config, defaults, 0), samples, batch, 1, n=defaults["n"],
-        repetition=defaults["repetition"], batch_repetition=defaults["batch_repetition"])
+        build(config, defaults, 0),
+        samples,
+        batch,
+        1,
+        n=defaults["n"],
+        repetition=defaults["repetition"],
+        batch_repetition=defaults["batch_repetition"],
+    )
     return max(1, round(agr / plain))
 
 
@@ -210,19 +285,22 @@ def epochs_for(arm, config, budget, samples):
 def fit(model, x, y, batch_size, epochs, seed, learning_rate, validation=None):
     steps = epochs * math.ceil(len(x) / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
     start = time.perf_counter()
-    history = model.fit(OrderedBatches(x, y, batch_size, seed), epochs=epochs, verbose=0,
-                        validation_data=validation)
+    history = model.fit(
+        OrderedBatches(x, y, batch_size, seed), epochs=epochs, verbose=0, validation_data=validation
+    )
     return time.perf_counter() - start, history.history
 
 
 def score(probs, y):
     """Accuracy, NLL, ECE (15 bins) and Brier score of probabilities."""
     result = {"acc": float(np.mean(np.argmax(probs, -1) == y))}
-    for name, metric in (("nll", NegativeLogLikelihood()), ("ece", ExpectedCalibrationError()),
-                         ("brier", BrierScore())):
+    for name, metric in (
+        ("nll", NegativeLogLikelihood()),
+        ("ece", ExpectedCalibrationError()),
+        ("brier", BrierScore()),
+    ):
         metric.update_state(y, probs)
         result[name] = float(metric.result())
     return result
@@ -239,8 +317,9 @@ def predict(models, x, batch_size=500):
 
 def run(job, data, options):
     """Trains one arm (or one budget of the plain model) and returns its record."""
-    config, arm, seed, budget, fraction = (job[k] for k in ("config", "arm", "seed", "budget",
-                                                            "fraction"))
+    config, arm, seed, budget, fraction = (
+        job[k] for k in ("config", "arm", "seed", "budget", "fraction")
+    )
     spec = CONFIGS[config]
     (x, y), (x_val, y_val), (x_test, y_test) = data
     if fraction < 1:
@@ -256,8 +335,16 @@ def run(job, data, options):
         keras.utils.set_random_seed(member_seed)
         model = build(config, wrap_args, member_seed)
         validation = (x_val, y_val) if job["phase"] == "budget" else None
-        seconds, history = fit(model, x, y, spec["batch_size"], epochs, member_seed,
-                               spec.get("learning_rate", LEARNING_RATE), validation)
+        seconds, history = fit(
+            model,
+            x,
+            y,
+            spec["batch_size"],
+            epochs,
+            member_seed,
+            spec.get("learning_rate", LEARNING_RATE),
+            validation,
+        )
         train_s += seconds
         if validation is not None:
             curve = {k: [round(float(v), 5) for v in history[k]] for k in ("val_loss",)}
@@ -268,16 +355,33 @@ def run(job, data, options):
     plain_train = flops.training_flops(plain, samples_full, spec["batch_size"], job["budget"])
     wrap_full = {"n": 1, "repetition": 0.0, "batch_repetition": 1, **(wrap_args or {})}
     train_flops = len(models) * flops.training_flops(
-        models[0], len(x), spec["batch_size"], epochs, n=wrap_full["n"],
-        repetition=wrap_full["repetition"], batch_repetition=wrap_full["batch_repetition"])
-    record = dict(job, epochs=epochs, train_samples=len(x), params=int(models[0].count_params()),
-                  learning_rate=spec.get("learning_rate", LEARNING_RATE),
-                  train_s=round(train_s, 2),
-                  passes_per_epoch=flops.passes_per_epoch(
-                      len(x), spec["batch_size"], wrap_full["n"], wrap_full["repetition"],
-                      wrap_full["batch_repetition"]),
-                  train_flops=train_flops, train_flops_x=train_flops / plain_train,
-                  curve=curve, evaluations={})
+        models[0],
+        len(x),
+        spec["batch_size"],
+        epochs,
+        n=wrap_full["n"],
+        repetition=wrap_full["repetition"],
+        batch_repetition=wrap_full["batch_repetition"],
+    )
+    record = dict(
+        job,
+        epochs=epochs,
+        train_samples=len(x),
+        params=int(models[0].count_params()),
+        learning_rate=spec.get("learning_rate", LEARNING_RATE),
+        train_s=round(train_s, 2),
+        passes_per_epoch=flops.passes_per_epoch(
+            len(x),
+            spec["batch_size"],
+            wrap_full["n"],
+            wrap_full["repetition"],
+            wrap_full["batch_repetition"],
+        ),
+        train_flops=train_flops,
+        train_flops_x=train_flops / plain_train,
+        curve=curve,
+        evaluations={},
+    )
     for inference in arm_spec.get("inference", ("replicate",)):
         scored = models
         if inference != "replicate":
@@ -287,11 +391,18 @@ def run(job, data, options):
         val_probs, _ = predict(scored, x_val)
         test_probs, predict_s = predict(scored, x_test)
         record["evaluations"][inference] = dict(
-            val=score(val_probs, y_val), test=score(test_probs, y_test),
-            infer_flops=infer, infer_flops_x=infer / plain_fwd,
-            predict_s_per_1000=round(1000 * predict_s / len(x_test), 4))
-    record.update(backend=keras.backend.backend(), keras=keras.__version__,
-                  device=options.device, date=datetime.date.today().isoformat())
+            val=score(val_probs, y_val),
+            test=score(test_probs, y_test),
+            infer_flops=infer,
+            infer_flops_x=infer / plain_fwd,
+            predict_s_per_1000=round(1000 * predict_s / len(x_test), 4),
+        )
+    record.update(
+        backend=keras.backend.backend(),
+        keras=keras.__version__,
+        device=options.device,
+        date=datetime.date.today().isoformat(),
+    )
     return record
 
 
@@ -327,7 +438,9 @@ def choose_budget(records, config, seeds=BUDGET_SEEDS):
     grid = CONFIGS[config]["budgets"]
     means = {}
     for budget in grid:
-        values = [r["evaluations"]["replicate"]["val"]["acc"] for r in runs if r["budget"] == budget]
+        values = [
+            r["evaluations"]["replicate"]["val"]["acc"] for r in runs if r["budget"] == budget
+        ]
         if len(values) < seeds:
             return None
         means[budget] = float(np.mean(values))
@@ -353,22 +466,33 @@ def queue(options, records):
         grid = (1,) if options.quick else CONFIGS[config]["budgets"]
         for seed in range(budget_seeds):
             for budget in grid:
-                budget_jobs[config].append(dict(config=config, phase="budget", arm="plain",
-                                                seed=seed, budget=budget, fraction=1.0,
-                                                epochs=budget))
+                budget_jobs[config].append(
+                    dict(
+                        config=config,
+                        phase="budget",
+                        arm="plain",
+                        seed=seed,
+                        budget=budget,
+                        fraction=1.0,
+                        epochs=budget,
+                    )
+                )
     for phase in ("arms", "data"):
         for seed in range(options.seeds or max(CONFIGS[c]["seeds"] for c in options.configs)):
             for config in options.configs:
                 spec = CONFIGS[config]
                 if seed >= (options.seeds or spec["seeds"]):
                     continue
-                if phase == "data" and not (spec.get("data_efficiency") and "data" in options.phases
-                                            and seed < DATA_SEEDS):
+                if phase == "data" and not (
+                    spec.get("data_efficiency") and "data" in options.phases and seed < DATA_SEEDS
+                ):
                     continue
                 if phase == "arms" and "arms" not in options.phases:
                     continue
                 budget = 1 if options.quick else choose_budget(records, config)
-                fractions = (1.0,) if phase == "arms" else DATA_FRACTIONS[: 1 if options.quick else None]
+                fractions = (
+                    (1.0,) if phase == "arms" else DATA_FRACTIONS[: 1 if options.quick else None]
+                )
                 for fraction in fractions:
                     for arm in arms_of(config, phase):
                         first = phase == "arms" and seed == 0 and arm in priority[config]
@@ -380,8 +504,17 @@ def queue(options, records):
                         epochs = epochs_for(arm, config, budget, samples) if samples else budget
                         # Equal optimizer steps on a fraction of the data.
                         epochs = round(epochs / fraction)
-                        target.append(dict(config=config, phase=phase, arm=arm, seed=seed,
-                                           budget=budget, fraction=fraction, epochs=epochs))
+                        target.append(
+                            dict(
+                                config=config,
+                                phase=phase,
+                                arm=arm,
+                                seed=seed,
+                                budget=budget,
+                                fraction=fraction,
+                                epochs=epochs,
+                            )
+                        )
     front = []
     for config in options.configs:
         front += budget_jobs[config]
@@ -391,8 +524,9 @@ def queue(options, records):
 
 def claim(claims, key):
     try:
-        os.close(os.open(Path(claims) / key.replace("|", "_").replace("/", "-"),
-                         os.O_CREAT | os.O_EXCL))
+        os.close(
+            os.open(Path(claims) / key.replace("|", "_").replace("/", "-"), os.O_CREAT | os.O_EXCL)
+        )
         return True
     except FileExistsError:
         return False
@@ -425,10 +559,13 @@ def run_worker(options, worker):
         done += 1
         ev = record["evaluations"]
         first = next(iter(ev.values()))
-        print(f"[worker {worker}] {record['key']}: {record['epochs']} epochs, "
-              f"val acc {first['val']['acc']:.4f}, test acc {first['test']['acc']:.4f}, "
-              f"nll {first['test']['nll']:.4f}, train x{record['train_flops_x']:.2f}, "
-              f"{record['train_s']:.0f} s", flush=True)
+        print(
+            f"[worker {worker}] {record['key']}: {record['epochs']} epochs, "
+            f"val acc {first['val']['acc']:.4f}, test acc {first['test']['acc']:.4f}, "
+            f"nll {first['test']['nll']:.4f}, train x{record['train_flops_x']:.2f}, "
+            f"{record['train_s']:.0f} s",
+            flush=True,
+        )
 
 
 def sample_counts(options):
@@ -441,13 +578,24 @@ def sample_counts(options):
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
-                   help=f"comma-separated subset of {','.join(CONFIGS)}")
+    p.add_argument(
+        "--configs",
+        default=",".join(DEFAULT_CONFIGS),
+        help=f"comma-separated subset of {','.join(CONFIGS)}",
+    )
     p.add_argument("--phases", default="budget,arms,data")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per configuration "
-                   "(default: the configuration's own)")
-    p.add_argument("--fashion-train", type=int, default=10000,
-                   help="Fashion-MNIST training images (of the 50,000 left after validation)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per configuration (default: the configuration's own)",
+    )
+    p.add_argument(
+        "--fashion-train",
+        type=int,
+        default=10000,
+        help="Fashion-MNIST training images (of the 50,000 left after validation)",
+    )
     p.add_argument("--fashion-dir", default=datasets.FASHION_MNIST_PATH)
     p.add_argument("--records", default=str(ROOT / "docs" / "results" / "fair.jsonl"))
     p.add_argument("--report", default=str(ROOT / "docs" / "FAIR.md"))
@@ -455,21 +603,30 @@ def parse(argv):
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--deadline", type=float, default=None,
-                   help="seconds from now after which no new run starts")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds from now after which no new run starts",
+    )
     p.add_argument("--device", default=f"{platform.machine()} CPU")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--priority-arms", default="",
-                   help="comma-separated arms whose seed-0 runs come right after their "
-                        "configuration's budget runs (default: none, seed-major order)")
+    p.add_argument(
+        "--priority-arms",
+        default="",
+        help="comma-separated arms whose seed-0 runs come right after their "
+        "configuration's budget runs (default: none, seed-major order)",
+    )
     p.add_argument("--quick", action="store_true", help="one epoch on tiny random data, 1 seed")
     options = p.parse_args(argv)
     options.configs = [c for c in options.configs.split(",") if c]
     options.phases = [c for c in options.phases.split(",") if c]
     options.priority_arms = [a for a in options.priority_arms.split(",") if a]
     if set(options.priority_arms) - set(ARMS):
-        p.error(f"unknown arms {sorted(set(options.priority_arms) - set(ARMS))} in "
-                f"--priority-arms; choose from {', '.join(ARMS)}")
+        p.error(
+            f"unknown arms {sorted(set(options.priority_arms) - set(ARMS))} in "
+            f"--priority-arms; choose from {', '.join(ARMS)}"
+        )
     unknown = set(options.configs) - set(CONFIGS)
     if unknown:
         p.error(f"unknown configurations {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
@@ -488,12 +645,20 @@ def main(argv=None):
         return
     if not options.report_only:
         claims = tempfile.mkdtemp(prefix="fair-claims-")
-        deadline = [] if options.deadline is None else ["--deadline", str(time.time() + options.deadline)]
-        rest = [a for i, a in enumerate(argv)
-                if a != "--deadline" and (i == 0 or argv[i - 1] != "--deadline")]
-        procs = [subprocess.Popen([sys.executable, __file__, *rest, *deadline,
-                                   "--worker", str(i), "--claims", claims])
-                 for i in range(options.workers)]
+        deadline = (
+            [] if options.deadline is None else ["--deadline", str(time.time() + options.deadline)]
+        )
+        rest = [
+            a
+            for i, a in enumerate(argv)
+            if a != "--deadline" and (i == 0 or argv[i - 1] != "--deadline")
+        ]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, *rest, *deadline, "--worker", str(i), "--claims", claims]
+            )
+            for i in range(options.workers)
+        ]
         codes = [proc.wait() for proc in procs]
         if any(codes):
             raise SystemExit(f"a worker failed with exit codes {codes}")

@@ -20,8 +20,21 @@ SPLIT = {"selection": "val", "confirmation": "test"}
 
 def t_quantile(df):
     """t(0.975, df): exact values for small df, the normal quantile above."""
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-             9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+    table = {
+        1: 12.706,
+        2: 4.303,
+        3: 3.182,
+        4: 2.776,
+        5: 2.571,
+        6: 2.447,
+        7: 2.365,
+        8: 2.306,
+        9: 2.262,
+        10: 2.228,
+        15: 2.131,
+        20: 2.086,
+        30: 2.042,
+    }
     if df in table:
         return table[df]
     below = max(k for k in table if k <= df)
@@ -57,10 +70,21 @@ def rows_of(records, config, phase="arms", fraction=1.0):
             continue
         for inference, ev in r["evaluations"].items():
             name = r["arm"] if len(r["evaluations"]) == 1 else f"{r['arm']} ({inference})"
-            row = rows.setdefault(name, dict(arm=r["arm"], inference=inference, by_seed=[],
-                                             train_x=[], infer_x=[], train_s=[], predict_s=[],
-                                             epochs=r["epochs"], passes=r["passes_per_epoch"],
-                                             params=r["params"]))
+            row = rows.setdefault(
+                name,
+                dict(
+                    arm=r["arm"],
+                    inference=inference,
+                    by_seed=[],
+                    train_x=[],
+                    infer_x=[],
+                    train_s=[],
+                    predict_s=[],
+                    epochs=r["epochs"],
+                    passes=r["passes_per_epoch"],
+                    params=r["params"],
+                ),
+            )
             row["by_seed"].append((r["seed"], ev))
             row["train_x"].append(r["train_flops_x"])
             row["infer_x"].append(ev["infer_flops_x"])
@@ -80,7 +104,8 @@ def mean_of(row, split, metric):
 def best_matched(rows, agr):
     """The plain row costing at most COST_SLACK x `agr` in both FLOPs, best on validation."""
     candidates = [
-        (name, row) for name, row in rows.items()
+        (name, row)
+        for name, row in rows.items()
         if not row["arm"].startswith("wrap-")
         and row["train_x"] <= COST_SLACK * agr["train_x"]
         and row["infer_x"] <= COST_SLACK * agr["infer_x"]
@@ -95,27 +120,41 @@ def fmt_diff(mean, half, scale=100.0, digits=2):
         return "-"
     if math.isnan(half):
         return f"{scale * mean:+.{digits}f}"
-    return f"{scale * mean:+.{digits}f} [{scale * (mean - half):+.{digits}f}, {scale * (mean + half):+.{digits}f}]"
+    return (
+        f"{scale * mean:+.{digits}f} [{scale * (mean - half):+.{digits}f}, "
+        f"{scale * (mean + half):+.{digits}f}]"
+    )
 
 
 def arms_table(rows, split):
     lines = [
         "| arm | epochs | train FLOPs | inference FLOPs / sample | passes / epoch | train s | "
         f"val acc % | test acc % | test NLL | test ECE % | seeds | Δ acc vs plain ({split}) | "
-        f"best compute-matched plain arm | Δ acc vs it ({split}) | Δ NLL vs it ({split}) | verdict |",
+        f"best compute-matched plain arm | Δ acc vs it ({split}) | Δ NLL vs it ({split}) | "
+        f"verdict |",
         "|" + "---|" * 16,
     ]
     plain = rows.get("plain")
     for name, row in rows.items():
         k = len(row["by_seed"])
         cells = [
-            f"`{name}`", str(row["epochs"]), f"{row['train_x']:.2f} x", f"{row['infer_x']:.2f} x",
-            str(row["passes"]), f"{row['train_s']:.0f}",
-            f"{100 * mean_of(row, 'val', 'acc'):.2f}", f"{100 * mean_of(row, 'test', 'acc'):.2f}",
-            f"{mean_of(row, 'test', 'nll'):.3f}", f"{100 * mean_of(row, 'test', 'ece'):.2f}", str(k),
+            f"`{name}`",
+            str(row["epochs"]),
+            f"{row['train_x']:.2f} x",
+            f"{row['infer_x']:.2f} x",
+            str(row["passes"]),
+            f"{row['train_s']:.0f}",
+            f"{100 * mean_of(row, 'val', 'acc'):.2f}",
+            f"{100 * mean_of(row, 'test', 'acc'):.2f}",
+            f"{mean_of(row, 'test', 'nll'):.3f}",
+            f"{100 * mean_of(row, 'test', 'ece'):.2f}",
+            str(k),
         ]
-        cells.append("" if name == "plain" or plain is None
-                     else fmt_diff(*paired(row, plain, split, "acc")[:2]))
+        cells.append(
+            ""
+            if name == "plain" or plain is None
+            else fmt_diff(*paired(row, plain, split, "acc")[:2])
+        )
         if row["arm"].startswith("wrap-"):
             matched_name, matched = best_matched(rows, row)
             if matched is None:
@@ -123,8 +162,12 @@ def arms_table(rows, split):
             else:
                 acc = paired(row, matched, split, "acc")
                 nll = paired(row, matched, split, "nll")
-                cells += [f"`{matched_name}`", fmt_diff(*acc[:2]), fmt_diff(*nll[:2], scale=1.0, digits=3),
-                          verdict(*acc[:2])]
+                cells += [
+                    f"`{matched_name}`",
+                    fmt_diff(*acc[:2]),
+                    fmt_diff(*nll[:2], scale=1.0, digits=3),
+                    verdict(*acc[:2]),
+                ]
         else:
             cells += ["", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -167,7 +210,9 @@ def budget_section(records, config, budgets, chosen):
         return []
     cells = []
     for budget in budgets:
-        values = [r["evaluations"]["replicate"]["val"]["acc"] for r in runs if r["budget"] == budget]
+        values = [
+            r["evaluations"]["replicate"]["val"]["acc"] for r in runs if r["budget"] == budget
+        ]
         nll = [r["evaluations"]["replicate"]["val"]["nll"] for r in runs if r["budget"] == budget]
         if values:
             mark = " (E)" if budget == chosen else ""
@@ -183,27 +228,39 @@ def data_section(records, config, fractions):
     curves = {}
     for arm in arms:
         for fraction in (*fractions, 1.0):
-            values = [r["evaluations"]["replicate"]["test"]["acc"] for r in runs
-                      if r["arm"] == arm and r["fraction"] == fraction]
+            values = [
+                r["evaluations"]["replicate"]["test"]["acc"]
+                for r in runs
+                if r["arm"] == arm and r["fraction"] == fraction
+            ]
             if values:
                 curves.setdefault(arm, {})[fraction] = (float(np.mean(values)), len(values))
     target = curves.get("plain", {}).get(1.0, (math.nan,))[0]
     lines = [
         f"Test accuracy % (seeds) at each share of the 3,200 training samples; the last column is "
-        f"the share each arm needs to reach plain's full-data test accuracy ({100 * target:.2f} %), "
-        "interpolated linearly (\"> 100 %\" where it never does).",
+        f"the share each arm needs to reach plain's full-data test accuracy "
+        f"({100 * target:.2f} %), "
+        'interpolated linearly ("> 100 %" where it never does).',
         "",
-        "| arm | " + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0)) + " | share needed |",
+        "| arm | "
+        + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0))
+        + " | share needed |",
         "|---|" + "---|" * (len(fractions) + 2),
     ]
     for arm, curve in curves.items():
-        cells = [f"{100 * curve[f][0]:.2f} ({curve[f][1]})" if f in curve else "-"
-                 for f in (*fractions, 1.0)]
+        cells = [
+            f"{100 * curve[f][0]:.2f} ({curve[f][1]})" if f in curve else "-"
+            for f in (*fractions, 1.0)
+        ]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {share_needed(curve, target)} |")
-    lines += ["", "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
-              "interval):", "",
-              "| arm | " + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0)) + " |",
-              "|---|" + "---|" * (len(fractions) + 1)]
+    lines += [
+        "",
+        "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
+        "interval):",
+        "",
+        "| arm | " + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0)) + " |",
+        "|---|" + "---|" * (len(fractions) + 1),
+    ]
     for arm in curves:
         if arm == "plain":
             continue
@@ -237,7 +294,8 @@ def share_needed(curve, target):
 
 def uncertainty_section(records, configs):
     lines = [
-        "| configuration | AgrLearn arm | train / inference FLOPs vs the ensemble | Δ NLL | Δ ECE % | "
+        "| configuration | AgrLearn arm | train / inference FLOPs vs the ensemble | Δ NLL | Δ "
+        "ECE % | "
         "Δ Brier | Δ acc % |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -251,8 +309,10 @@ def uncertainty_section(records, configs):
             if row is None:
                 continue
             cells = [
-                config, f"`{name}`",
-                f"{row['train_x'] / ensemble['train_x']:.2f} x / {row['infer_x'] / ensemble['infer_x']:.2f} x",
+                config,
+                f"`{name}`",
+                f"{row['train_x'] / ensemble['train_x']:.2f} x / "
+                f"{row['infer_x'] / ensemble['infer_x']:.2f} x",
                 fmt_diff(*paired(row, ensemble, "test", "nll")[:2], scale=1.0, digits=3),
                 fmt_diff(*paired(row, ensemble, "test", "ece")[:2]),
                 fmt_diff(*paired(row, ensemble, "test", "brier")[:2], scale=1.0, digits=4),
@@ -273,7 +333,9 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
         runs = [r for r in records if r["config"] == config and r["phase"] == "budget"]
         points = []
         for budget in budgets_of(config):
-            values = [r["evaluations"]["replicate"]["val"]["acc"] for r in runs if r["budget"] == budget]
+            values = [
+                r["evaluations"]["replicate"]["val"]["acc"] for r in runs if r["budget"] == budget
+            ]
             if values:
                 points.append((budget, 100 * np.mean(values)))
         if points:
@@ -281,11 +343,21 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
         longest = max((r for r in runs if r.get("curve")), key=lambda r: r["epochs"], default=None)
         if longest:
             curve = longest["curve"]["val_loss"]
-            axes[1].plot(range(1, len(curve) + 1), curve, label=f"{config} ({longest['epochs']} epochs)")
-    axes[0].set(xscale="log", xlabel="plain model's budget (epochs, cosine schedule)",
-                ylabel="validation accuracy %", title="Where the plain model converges")
-    axes[1].set(xlabel="epoch", ylabel="validation loss", yscale="log",
-                title="Validation curve of the longest budget")
+            axes[1].plot(
+                range(1, len(curve) + 1), curve, label=f"{config} ({longest['epochs']} epochs)"
+            )
+    axes[0].set(
+        xscale="log",
+        xlabel="plain model's budget (epochs, cosine schedule)",
+        ylabel="validation accuracy %",
+        title="Where the plain model converges",
+    )
+    axes[1].set(
+        xlabel="epoch",
+        ylabel="validation loss",
+        yscale="log",
+        title="Validation curve of the longest budget",
+    )
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -293,12 +365,19 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
     fig.savefig(out_dir / "fair_budgets.png", dpi=90)
     plt.close(fig)
     if data_curves:
-        fig, axes = plt.subplots(1, len(data_curves), figsize=(5.5 * len(data_curves), 4), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(data_curves), figsize=(5.5 * len(data_curves), 4), squeeze=False
+        )
         for ax, (config, curves) in zip(axes[0], data_curves.items()):
             for arm, curve in curves.items():
                 points = sorted((100 * f, 100 * acc) for f, (acc, _) in curve.items())
                 ax.plot(*zip(*points), marker="o", label=arm)
-            ax.set(xscale="log", xlabel="% of the training data", ylabel="test accuracy %", title=config)
+            ax.set(
+                xscale="log",
+                xlabel="% of the training data",
+                ylabel="test accuracy %",
+                title=config,
+            )
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out_dir / "fair_data_efficiency.png", dpi=90)
@@ -310,8 +389,9 @@ def write(records, options, argv):
 
     records = list(records.values())
     out = Path(options.report)
-    configs = [(c, fair.CONFIGS[c]["role"]) for c in fair.CONFIGS
-               if any(r["config"] == c for r in records)]
+    configs = [
+        (c, fair.CONFIGS[c]["role"]) for c in fair.CONFIGS if any(r["config"] == c for r in records)
+    ]
     meta = sorted({(r["backend"], r["keras"], r["device"]) for r in records})
     dates = sorted({r["date"] for r in records})
     lines = [
@@ -319,7 +399,8 @@ def write(records, options, argv):
         "",
         "Generated by `python experiments/fair.py --report-only` from "
         f"`{Path(options.records).name}`; protocol and decision rule: [PROTOCOL.md](PROTOCOL.md) "
-        "(written before the runs). Runs: " + "; ".join(f"{b}, Keras {k}, {d}" for b, k, d in meta)
+        "(written before the runs). Runs: "
+        + "; ".join(f"{b}, Keras {k}, {d}" for b, k, d in meta)
         + (f"; {dates[0]} to {dates[-1]}." if dates else "."),
         "",
         "Costs are relative to `plain` at E epochs: training FLOPs of the whole run, inference "
@@ -344,22 +425,37 @@ def write(records, options, argv):
         rows = rows_of(records, config)
         if not rows:
             continue
-        lines += [f"## `{config}` ({role}; differences on the {SPLIT[role]} split)", "",
-                  *arms_table(rows, SPLIT[role]), ""]
+        lines += [
+            f"## `{config}` ({role}; differences on the {SPLIT[role]} split)",
+            "",
+            *arms_table(rows, SPLIT[role]),
+            "",
+        ]
     if table:
         names = [c for c, _ in configs]
-        lines += ["## Decision", "",
-                  "Verdict of each AgrLearn arm against its best compute-matched plain arm.", "",
-                  "| AgrLearn arm | " + " | ".join(f"`{c}`" for c in names) + " |",
-                  "|---|" + "---|" * len(names)]
+        lines += [
+            "## Decision",
+            "",
+            "Verdict of each AgrLearn arm against its best compute-matched plain arm.",
+            "",
+            "| AgrLearn arm | " + " | ".join(f"`{c}`" for c in names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for name, verdicts in table.items():
             lines.append(f"| `{name}` | " + " | ".join(verdicts.get(c, "-") for c in names) + " |")
         best, wins = chosen_default(table, configs)
-        lines += ["", (f"By the rule, the defaults become `{best}` ({wins} selection wins, no "
-                       "confirmation loss)." if best else
-                       "By the rule, **no AgrLearn arm wins** on any selection configuration "
-                       "against the plain arms of equal or lower cost; see the README for what "
-                       "the defaults became."), ""]
+        lines += [
+            "",
+            (
+                f"By the rule, the defaults become `{best}` ({wins} selection wins, no "
+                "confirmation loss)."
+                if best
+                else "By the rule, **no AgrLearn arm wins** on any selection configuration "
+                "against the plain arms of equal or lower cost; see the README for what "
+                "the defaults became."
+            ),
+            "",
+        ]
     data_curves = {}
     for config, _ in configs:
         section, curves = data_section(records, config, fair.DATA_FRACTIONS)
@@ -370,10 +466,15 @@ def write(records, options, argv):
         lines += ["![data efficiency](fair_data_efficiency.png)", ""]
     unc = uncertainty_section(records, configs)
     if len(unc) > 2:
-        lines += ["## Uncertainty against the deep ensemble, cost stated",
-                  "",
-                  "AgrLearn minus the ensemble of 3 plain models on the test split "
-                  "(negative NLL, ECE and Brier differences favour AgrLearn).", "", *unc, ""]
+        lines += [
+            "## Uncertainty against the deep ensemble, cost stated",
+            "",
+            "AgrLearn minus the ensemble of 3 plain models on the test split "
+            "(negative NLL, ECE and Brier differences favour AgrLearn).",
+            "",
+            *unc,
+            "",
+        ]
     out.write_text("\n".join(lines))
     plot(records, configs, lambda c: fair.CONFIGS[c]["budgets"], data_curves, out.parent)
     print(f"wrote {out}")

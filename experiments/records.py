@@ -71,8 +71,12 @@ def best_repetition(records, recipe, num_samples):
     n, width = recipe
     groups = {}
     for r in records:
-        if (r["phase"] in ("grid", "repetition") and r["dataset"] == "mnist1d"
-                and (r["n"], r["width"]) == recipe and r["num_samples"] == num_samples):
+        if (
+            r["phase"] in ("grid", "repetition")
+            and r["dataset"] == "mnist1d"
+            and (r["n"], r["width"]) == recipe
+            and r["num_samples"] == num_samples
+        ):
             point = checkpoint(r, final_epoch(r))
             if point is not None:
                 groups.setdefault(r["repetition"], []).append(point["val"]["acc"])

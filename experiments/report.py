@@ -56,7 +56,8 @@ def grid_table(groups, epochs):
         final = epochs * n
         best_epoch = best_length(runs)
         lines.append(
-            f"| {label(n, width, repetition)} | {runs[0]['params']:,} | {seconds_per_epoch(runs):.2f} | "
+            f"| {label(n, width, repetition)} | {runs[0]['params']:,} | "
+            f"{seconds_per_epoch(runs):.2f} | "
             f"{mean_std(at(runs, epochs))} | {mean_std(at(runs, final))} | "
             f"{mean_std(at(runs, best_epoch))} ({best_epoch} ep) | "
             f"{mean_std(at(runs, final, metric='nll'), 1, 3)} | "
@@ -72,8 +73,10 @@ def best_length(runs):
 
 def length_table(groups, epochs):
     lengths = [epochs * k for k in range(1, 5)]
-    lines = ["| recipe | " + " | ".join(f"{e} ep" for e in lengths) + " |",
-             "|---|" + "---|" * len(lengths)]
+    lines = [
+        "| recipe | " + " | ".join(f"{e} ep" for e in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
     for (n, width, _, _), runs in groups.items():
         cells = [mean_std(at(runs, e)) if at(runs, e) else "-" for e in lengths]
         lines.append(f"| {label(n, width)} | " + " | ".join(cells) + " |")
@@ -183,8 +186,14 @@ def plot_data(rows, best_agr, path):
         (f"AgrLearn {label(*best_agr)}", 2, lambda e: e * n),
     ):
         values = [at(row[pick], length(row[3])) for row in rows]
-        ax.errorbar(fractions, [100 * np.mean(v) for v in values],
-                    yerr=[100 * np.std(v) for v in values], marker="o", capsize=3, label=name)
+        ax.errorbar(
+            fractions,
+            [100 * np.mean(v) for v in values],
+            yerr=[100 * np.std(v) for v in values],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
     ax.set_xscale("log")
     ax.set_xticks(fractions, [f"{f:g}%" for f in fractions])
     ax.set_xlabel("share of the training data")
@@ -208,9 +217,7 @@ def write(records, options, argv):
     """Writes EARLIER_STUDIES.md, its plots and the raw records to `options.out`."""
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    best_plain, best_agr = study.best_recipes(
-        records, "grid", num_samples=options.num_samples
-    )
+    best_plain, best_agr = study.best_recipes(records, "grid", num_samples=options.num_samples)
     sections = (
         header_section(options, argv),
         grid_section(records, options, best_plain, best_agr, out),
@@ -226,9 +233,7 @@ def write(records, options, argv):
     (out / "EARLIER_STUDIES.md").write_text("\n".join(lines))
     raw = out / "results"
     raw.mkdir(exist_ok=True)
-    (raw / "records.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records)
-    )
+    (raw / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def header_section(options, argv):
@@ -255,7 +260,7 @@ def header_section(options, argv):
         "Unless a table says otherwise, AgrLearn uses replicated inference. "
         "`s/epoch` is the wall-clock of the machine a run happened to use (a "
         "shared 2-core VM under load, or one core of an idle 16-core server): "
-        "it is no speed measurement (see BENCHMARKS.md). \"Best ... (by val)\" "
+        'it is no speed measurement (see BENCHMARKS.md). "Best ... (by val)" '
         "choices use the validation split, never the test split.",
         "",
     ]
@@ -344,14 +349,20 @@ def repetition_section(records, options, best_plain, best_agr):
             for share, runs in shares:
                 if not runs:
                     continue
-                cells = [mean_std([r["protocols"][p]["acc"] for r in runs])
-                         for p in study.PROTOCOLS]
-                cells += [mean_std([r["protocols"]["replicate"]["nll"] for r in runs], 1, 3),
-                          mean_std([r["protocols"]["replicate"]["ece"] for r in runs])]
+                cells = [
+                    mean_std([r["protocols"][p]["acc"] for r in runs]) for p in study.PROTOCOLS
+                ]
+                cells += [
+                    mean_std([r["protocols"]["replicate"]["nll"] for r in runs], 1, 3),
+                    mean_std([r["protocols"]["replicate"]["ece"] for r in runs]),
+                ]
                 epochs = int(round((share + (1 - share) / n) * n * e))
-                cells += [str(epochs), mean_std(at(plain, epochs)),
-                          mean_std(at(plain, epochs, metric="nll"), 1, 3),
-                          mean_std(at(plain, epochs, metric="ece"))]
+                cells += [
+                    str(epochs),
+                    mean_std(at(plain, epochs)),
+                    mean_std(at(plain, epochs, metric="nll"), 1, 3),
+                    mean_std(at(plain, epochs, metric="ece")),
+                ]
                 lines.append(f"| {label(n, width)} | {share:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -395,8 +406,12 @@ def large_section(records, options):
     lines = []
     large = runs_by_config(records, "large")
     if large:
-        lines += [f"## Larger MNIST-1D ({options.large_samples} samples)", "",
-                  *grid_table(large, e), ""]
+        lines += [
+            f"## Larger MNIST-1D ({options.large_samples} samples)",
+            "",
+            *grid_table(large, e),
+            "",
+        ]
     return lines
 
 

@@ -49,11 +49,11 @@ from experiments import backbones  # noqa: E402
 from experiments import report  # noqa: E402
 from experiments.datasets import load_digits  # noqa: E402
 from experiments.datasets import load_mnist1d  # noqa: E402
-from experiments.scoring import scores  # noqa: E402
 from experiments.records import PROTOCOLS  # noqa: E402
 from experiments.records import best_recipes  # noqa: E402
 from experiments.records import best_repetition  # noqa: E402
 from experiments.records import load_records  # noqa: E402
+from experiments.scoring import scores  # noqa: E402
 
 PHASES = ("grid", "digits", "repetition", "data", "large")
 
@@ -64,8 +64,7 @@ PHASES = ("grid", "digits", "repetition", "data", "large")
 
 def build(spec, inference="replicate"):
     maker = (
-        backbones.mnist1d_conv1d if spec["dataset"].startswith("mnist1d")
-        else backbones.digits_cnn
+        backbones.mnist1d_conv1d if spec["dataset"].startswith("mnist1d") else backbones.digits_cnn
     )
     backbone = maker(spec["channels"])
     if spec["n"] == 1 and spec["repetition"] == 0:
@@ -102,9 +101,7 @@ def train(spec, data, protocols=True):
     done, seconds = 0, 0.0
     for stop in spec["checkpoints"]:
         start = time.perf_counter()
-        model.fit(
-            x, y, batch_size=spec["batch_size"], epochs=stop, initial_epoch=done, verbose=0
-        )
+        model.fit(x, y, batch_size=spec["batch_size"], epochs=stop, initial_epoch=done, verbose=0)
         seconds += time.perf_counter() - start
         done = stop
         point = {"epoch": stop, "train_s": round(seconds, 2)}
@@ -128,8 +125,22 @@ def train(spec, data, protocols=True):
 # ---------------------------------------------------------------------------
 
 
-def spec_of(options, dataset, n, width, seed, *, epochs, phase, repetition=0.0,
-            fraction=1.0, num_samples=None, channels=None, batch_size=None, length=None):
+def spec_of(
+    options,
+    dataset,
+    n,
+    width,
+    seed,
+    *,
+    epochs,
+    phase,
+    repetition=0.0,
+    fraction=1.0,
+    num_samples=None,
+    channels=None,
+    batch_size=None,
+    length=None,
+):
     """One configuration, trained `length * epochs` epochs.
 
     `epochs` is the equal-epochs length; by default an n-fold run lasts n times
@@ -156,11 +167,25 @@ def spec_of(options, dataset, n, width, seed, *, epochs, phase, repetition=0.0,
         "eval_batch": options.eval_batch,
         "eager": options.eager,
     }
-    spec["key"] = "|".join(
-        f"{k}={spec[k]}"
-        for k in ("dataset", "num_samples", "channels", "n", "width", "repetition",
-                  "fraction", "seed", "epochs", "batch_size", "lr")
-    ) + f"|max={total}"
+    spec["key"] = (
+        "|".join(
+            f"{k}={spec[k]}"
+            for k in (
+                "dataset",
+                "num_samples",
+                "channels",
+                "n",
+                "width",
+                "repetition",
+                "fraction",
+                "seed",
+                "epochs",
+                "batch_size",
+                "lr",
+            )
+        )
+        + f"|max={total}"
+    )
     return spec
 
 
@@ -169,14 +194,26 @@ def phase_specs(phase, options, records):
     if phase == "grid":
         return [
             spec_of(options, "mnist1d", n, w, s, epochs=options.epochs, phase=phase)
-            for s in seeds for n, w in options.recipes
+            for s in seeds
+            for n, w in options.recipes
         ]
     if phase == "digits":
         return [
-            spec_of(options, "digits", n, w, s, epochs=options.digits_epochs, phase=phase,
-                    num_samples=1797, channels=options.digits_channels, batch_size=32,
-                    repetition=r)
-            for n in options.ns for w in options.digits_widths
+            spec_of(
+                options,
+                "digits",
+                n,
+                w,
+                s,
+                epochs=options.digits_epochs,
+                phase=phase,
+                num_samples=1797,
+                channels=options.digits_channels,
+                batch_size=32,
+                repetition=r,
+            )
+            for n in options.ns
+            for w in options.digits_widths
             for r in [0.0] + (options.digits_repetitions if n > 1 else [])
             for s in seeds
         ]
@@ -187,9 +224,10 @@ def phase_specs(phase, options, records):
     if phase == "repetition":
         chosen = [best_agr] + [r for r in options.repetition_recipes or [] if r != best_agr]
         return [
-            spec_of(options, "mnist1d", n_, w_, s, epochs=options.epochs, phase=phase,
-                    repetition=r)
-            for (n_, w_) in chosen for r in options.repetitions for s in seeds
+            spec_of(options, "mnist1d", n_, w_, s, epochs=options.epochs, phase=phase, repetition=r)
+            for (n_, w_) in chosen
+            for r in options.repetitions
+            for s in seeds
         ]
     if phase == "data":
         specs = []
@@ -198,11 +236,22 @@ def phase_specs(phase, options, records):
                 continue  # the grid runs hold the full-data points
             # The same number of optimisation steps as a full-data run.
             epochs = int(round(options.epochs / fraction))
-            for (n_, w_) in (best_plain, best_agr):
+            for n_, w_ in (best_plain, best_agr):
                 for s in seeds:
                     # The plain net gets the AgrLearn run's length, no more.
-                    specs.append(spec_of(options, "mnist1d", n_, w_, s, epochs=epochs,
-                                         phase=phase, fraction=fraction, length=n))
+                    specs.append(
+                        spec_of(
+                            options,
+                            "mnist1d",
+                            n_,
+                            w_,
+                            s,
+                            epochs=epochs,
+                            phase=phase,
+                            fraction=fraction,
+                            length=n,
+                        )
+                    )
         return specs
     if phase == "large":
         # The best plain and AgrLearn recipes, and AgrLearn with its best repetition.
@@ -211,9 +260,19 @@ def phase_specs(phase, options, records):
         if repetition:
             chosen.append((*best_agr, repetition))
         return [
-            spec_of(options, "mnist1d", n_, w_, s, epochs=options.epochs, phase=phase,
-                    num_samples=options.large_samples, repetition=r)
-            for (n_, w_, r) in chosen for s in seeds
+            spec_of(
+                options,
+                "mnist1d",
+                n_,
+                w_,
+                s,
+                epochs=options.epochs,
+                phase=phase,
+                num_samples=options.large_samples,
+                repetition=r,
+            )
+            for (n_, w_, r) in chosen
+            for s in seeds
         ]
     raise ValueError(phase)
 
@@ -231,7 +290,8 @@ def run_worker(options, phase, worker, workers):
         name = (spec["dataset"], spec["num_samples"])
         if name not in datasets:
             datasets[name] = (
-                load_digits() if spec["dataset"] == "digits"
+                load_digits()
+                if spec["dataset"] == "digits"
                 else load_mnist1d(spec["num_samples"], Path(options.records) / "cache")
             )
         start = time.perf_counter()
@@ -254,8 +314,7 @@ def run_phase(options, phase, argv):
         return
     # The dispatch overhead of small models leaves cores idle in one process.
     procs = [
-        subprocess.Popen([sys.executable, __file__, *argv, "--phases", phase,
-                          "--worker", str(i)])
+        subprocess.Popen([sys.executable, __file__, *argv, "--phases", phase, "--worker", str(i)])
         for i in range(options.workers)
     ]
     codes = [p.wait() for p in procs]
@@ -282,40 +341,62 @@ def ints(text):
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--phases", default="grid,repetition,data,digits",
-                   help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument(
+        "--phases",
+        default="grid,repetition,data,digits",
+        help=f"comma-separated subset of {','.join(PHASES)}",
+    )
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--ns", type=ints, default=[1, 2, 3, 4])
     p.add_argument("--widths", type=floats, default=[1.0, 1.5, 2.0, 3.0])
-    p.add_argument("--recipes", type=recipes, default=None,
-                   help="grid subset as n x width pairs, e.g. 1x1,2x3 (default: ns x widths)")
-    p.add_argument("--eager", action="store_true",
-                   help="run models eagerly: slower steps, no compilation (tiny runs)")
+    p.add_argument(
+        "--recipes",
+        type=recipes,
+        default=None,
+        help="grid subset as n x width pairs, e.g. 1x1,2x3 (default: ns x widths)",
+    )
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="run models eagerly: slower steps, no compilation (tiny runs)",
+    )
     p.add_argument("--epochs", type=int, default=20, help="equal-epochs length")
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--num-samples", type=int, default=15000,
-                   help="MNIST-1D samples generated: 64%% train, 16%% val, 20%% test")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=15000,
+        help="MNIST-1D samples generated: 64%% train, 16%% val, 20%% test",
+    )
     p.add_argument("--large-samples", type=int, default=40000)
     p.add_argument("--eval-batch", type=int, default=600)
     p.add_argument("--repetitions", type=floats, default=[0.25, 0.5])
-    p.add_argument("--repetition-recipes", type=recipes, default=None,
-                   help="n x width recipes given the repetition shares too, besides "
-                        "the best AgrLearn recipe")
+    p.add_argument(
+        "--repetition-recipes",
+        type=recipes,
+        default=None,
+        help="n x width recipes given the repetition shares too, besides the best AgrLearn recipe",
+    )
     p.add_argument("--fractions", type=floats, default=[0.1, 0.2, 0.5, 1.0])
     p.add_argument("--digits-epochs", type=int, default=30)
     p.add_argument("--digits-channels", type=int, default=16)
     p.add_argument("--digits-widths", type=floats, default=[1.0, 2.0])
-    p.add_argument("--digits-repetitions", type=floats, default=[0.5],
-                   help="repetition shares also tried for every digits recipe with n > 1")
+    p.add_argument(
+        "--digits-repetitions",
+        type=floats,
+        default=[0.5],
+        help="repetition shares also tried for every digits recipe with n > 1",
+    )
     p.add_argument("--records", default=str(ROOT / "runs" / "reproduce"))
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes: a smoke test of the whole pipeline")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes: a smoke test of the whole pipeline"
+    )
     options = p.parse_args(argv)
     if options.quick:
         options.seeds = 1

@@ -142,8 +142,9 @@ def load_fashion_mnist(options):
         for name in corruptions.CORRUPTIONS
     }
     return {
-        "train": limit((train[0][..., None], train[1]),
-                       options.train_limit or options.fashion_train),
+        "train": limit(
+            (train[0][..., None], train[1]), options.train_limit or options.fashion_train
+        ),
         "val": limit((val[0][..., None], val[1]), options.val_limit),
         "test": (x_test[..., None], y_test),
         "ood": {
@@ -243,11 +244,19 @@ def build(spec, classes):
     if spec["method"] == "agrlearn_default":
         # wrap's defaults when this study ran (0.x), spelled out.
         return keras_agrlearn.wrap(
-            plain, n=spec["n"], width=round(math.sqrt(spec["n"]), 2), repetition=0.5,
-            batch_repetition=spec["n"], seed=spec["seed"],
+            plain,
+            n=spec["n"],
+            width=round(math.sqrt(spec["n"]), 2),
+            repetition=0.5,
+            batch_repetition=spec["n"],
+            seed=spec["seed"],
         )
     return keras_agrlearn.wrap(
-        plain, n=spec["n"], width=spec["width"], repetition=0.5, batch_repetition=1,
+        plain,
+        n=spec["n"],
+        width=spec["width"],
+        repetition=0.5,
+        batch_repetition=1,
         seed=spec["seed"],
     )
 
@@ -345,9 +354,7 @@ def run(spec, data):
         record["ood"][name] = {}
         for score in scores:
             result = evaluate(x_test, y_test, x_ood=x_ood, ood_score=score)
-            record["ood"][name][score] = {
-                k: result[k] for k in ("ood_auroc", "ood_aupr", "fpr95")
-            }
+            record["ood"][name][score] = {k: result[k] for k in ("ood_auroc", "ood_aupr", "fpr95")}
     for name, sets in data["shift"].items():
         record["shift"][name] = []
         for severity, (x, y) in enumerate(sets, start=1):
@@ -388,8 +395,19 @@ def specs(options):
                 }
                 spec["key"] = "|".join(
                     f"{k}={spec[k]}"
-                    for k in ("dataset", "method", "seed", "n", "width", "epochs", "channels",
-                              "batch_size", "lr", "size", "train_images")
+                    for k in (
+                        "dataset",
+                        "method",
+                        "seed",
+                        "n",
+                        "width",
+                        "epochs",
+                        "channels",
+                        "batch_size",
+                        "lr",
+                        "size",
+                        "train_images",
+                    )
                 )
                 if spec["shift_images"] is not None:
                     spec["key"] += f"|shift_images={spec['shift_images']}"
@@ -452,27 +470,50 @@ def parse(argv):
     p.add_argument("--methods", type=names(METHODS), default=list(METHODS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n", type=int, default=3, help="AgrLearn n and ensemble size")
-    p.add_argument("--width", type=float, default=None,
-                   help="width of the best recipe (default: per dataset, SETTINGS)")
+    p.add_argument(
+        "--width",
+        type=float,
+        default=None,
+        help="width of the best recipe (default: per dataset, SETTINGS)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs-scale", type=float, default=1.0,
-                   help="multiplies every dataset's plain epoch budget")
+    p.add_argument(
+        "--epochs-scale",
+        type=float,
+        default=1.0,
+        help="multiplies every dataset's plain epoch budget",
+    )
     p.add_argument("--eval-batch", type=int, default=500)
     p.add_argument("--mnist1d-samples", type=int, default=15000)
     p.add_argument("--mnist1d-test-samples", type=int, default=4000)
     p.add_argument("--fashion-path", default=datasets.FASHION_MNIST_PATH)
-    p.add_argument("--fashion-train", type=int, default=5000,
-                   help="Fashion-MNIST training images used (of 43,200 in the kept classes)")
-    p.add_argument("--shift-images", type=int, default=2000,
-                   help="Fashion-MNIST test images corrupted per corruption and severity")
-    p.add_argument("--records", default=None,
-                   help="default: docs/results/uncertainty (runs/uncertainty-quick with --quick)")
-    p.add_argument("--out", default=None,
-                   help="default: docs (runs/uncertainty-quick with --quick)")
+    p.add_argument(
+        "--fashion-train",
+        type=int,
+        default=5000,
+        help="Fashion-MNIST training images used (of 43,200 in the kept classes)",
+    )
+    p.add_argument(
+        "--shift-images",
+        type=int,
+        default=2000,
+        help="Fashion-MNIST test images corrupted per corruption and severity",
+    )
+    p.add_argument(
+        "--records",
+        default=None,
+        help="default: docs/results/uncertainty (runs/uncertainty-quick with --quick)",
+    )
+    p.add_argument(
+        "--out", default=None, help="default: docs (runs/uncertainty-quick with --quick)"
+    )
     p.add_argument("--eager", action="store_true", help="run models eagerly")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--quick", action="store_true",
-                   help="one seed, tiny data, one epoch: a smoke test of the whole pipeline")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one seed, tiny data, one epoch: a smoke test of the whole pipeline",
+    )
     options = p.parse_args(argv)
     options.settings = {
         d: dict(s, epochs=max(1, int(round(s["epochs"] * options.epochs_scale))))

@@ -46,8 +46,19 @@ def grouped(records):
 
 def main_table(methods):
     ood_sets = sorted({name for runs in methods.values() for r in runs for name in r["ood"]})
-    header = ["method", "params", "train s", "infer s", "accuracy", "NLL", "ECE", "Brier",
-              "member acc", "disagreement", "MI"]
+    header = [
+        "method",
+        "params",
+        "train s",
+        "infer s",
+        "accuracy",
+        "NLL",
+        "ECE",
+        "Brier",
+        "member acc",
+        "disagreement",
+        "MI",
+    ]
     for name in ood_sets:
         header += [f"AUROC {name}", f"AUPR {name}", f"FPR95 {name}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -59,8 +70,18 @@ def main_table(methods):
             f"{np.mean([r['train_s'] for r in runs]):.1f}",
             f"{np.mean([r['infer_s'] for r in runs]):.2f}",
         ]
-        row += [mean_std(test(k)) for k in ("accuracy", "nll", "ece", "brier", "member_accuracy",
-                                            "disagreement", "mutual_information")]
+        row += [
+            mean_std(test(k))
+            for k in (
+                "accuracy",
+                "nll",
+                "ece",
+                "brier",
+                "member_accuracy",
+                "disagreement",
+                "mutual_information",
+            )
+        ]
         for name in ood_sets:
             for key in ("ood_auroc", "ood_aupr", "fpr95"):
                 values = [r["ood"][name]["entropy"][key] for r in runs if name in r["ood"]]
@@ -76,8 +97,11 @@ def ood_score_table(methods):
         for name in sorted(runs[0]["ood"]):
             cells = []
             for score in OOD_SCORES:
-                values = [r["ood"][name][score]["ood_auroc"] for r in runs
-                          if score in r["ood"].get(name, {})]
+                values = [
+                    r["ood"][name][score]["ood_auroc"]
+                    for r in runs
+                    if score in r["ood"].get(name, {})
+                ]
                 cells.append(mean_std(values))
             lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
     return lines
@@ -86,8 +110,10 @@ def ood_score_table(methods):
 def shift_curves(runs, name, metric):
     """Mean over seeds of `metric` at severity 0 (clean) to 5."""
     clean = np.mean([r["test"][metric] for r in runs])
-    levels = [np.mean([r["shift"][name][i][metric] for r in runs])
-              for i in range(len(runs[0]["shift"][name]))]
+    levels = [
+        np.mean([r["shift"][name][i][metric] for r in runs])
+        for i in range(len(runs[0]["shift"][name]))
+    ]
     return [clean] + levels
 
 
@@ -120,12 +146,17 @@ def summary_table(groups):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for dataset, methods in groups.items():
-        cost = {m: (np.mean([r["train_s"] for r in runs]), np.mean([r["infer_s"] for r in runs]))
-                for m, runs in methods.items()}
+        cost = {
+            m: (np.mean([r["train_s"] for r in runs]), np.mean([r["infer_s"] for r in runs]))
+            for m, runs in methods.items()
+        }
         for method, runs in methods.items():
             test = lambda key: [r["test"][key] for r in runs if key in r["test"]]  # noqa: E731
-            shifted = [np.mean([level["nll"] for sets in r["shift"].values() for level in sets])
-                       for r in runs if r["shift"]]
+            shifted = [
+                np.mean([level["nll"] for sets in r["shift"].values() for level in sets])
+                for r in runs
+                if r["shift"]
+            ]
             train, infer = cost[method]
             plain_train, plain_infer = cost.get("plain", (float("nan"), float("nan")))
             lines.append(
@@ -222,8 +253,13 @@ def plot_reliability(groups, path):
             correct = np.sum([r["reliability"]["correct"] for r in runs], axis=0)
             # A bin of a few samples (all seeds together) is noise, not calibration.
             used = count >= MIN_BIN_SAMPLES
-            ax.plot(confidence[used] / count[used], correct[used] / count[used], marker="o",
-                    markersize=3, label=LABELS[method])
+            ax.plot(
+                confidence[used] / count[used],
+                correct[used] / count[used],
+                marker="o",
+                markersize=3,
+                label=LABELS[method],
+            )
         ax.set_title(f"{dataset} (bins of >= {MIN_BIN_SAMPLES} samples)", fontsize=10)
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
@@ -241,16 +277,20 @@ def plot_shift(groups, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(d, name) for d, methods in groups.items()
-              for name in next(iter(methods.values()))[0]["shift"]]
+    panels = [
+        (d, name)
+        for d, methods in groups.items()
+        for name in next(iter(methods.values()))[0]["shift"]
+    ]
     columns = max(1, len(panels))
     fig, axes = plt.subplots(2, columns, figsize=(3.4 * columns, 6), squeeze=False)
     for column, (dataset, name) in enumerate(panels):
         for method, runs in groups[dataset].items():
             for row, metric in enumerate(("accuracy", "nll")):
                 values = shift_curves(runs, name, metric)
-                axes[row][column].plot(range(len(values)), values, marker="o", markersize=3,
-                                       label=LABELS[method])
+                axes[row][column].plot(
+                    range(len(values)), values, marker="o", markersize=3, label=LABELS[method]
+                )
         axes[0][column].set_title(f"{dataset}: {name}", fontsize=9)
         axes[1][column].set_xlabel("severity")
     axes[0][0].set_ylabel("accuracy")

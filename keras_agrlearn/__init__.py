@@ -17,7 +17,7 @@ from keras_agrlearn._wrap import wrap
 from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
 from keras_agrlearn.metrics import NegativeLogLikelihood
-from keras_agrlearn.version import __version__
+from keras_agrlearn.version import __version__ as __version__
 
 __all__ = [
     "Aggregate",

@@ -125,9 +125,7 @@ class Aggregate(keras.layers.Layer):
         self.repetition = _validation.check_repetition(repetition)
         if batch_repetition is None:
             batch_repetition = _defaults.BATCH_REPETITION
-        self.batch_repetition = _validation.check_batch_repetition(
-            batch_repetition, self.n
-        )
+        self.batch_repetition = _validation.check_batch_repetition(batch_repetition, self.n)
         self.draws = _validation.check_draws(draws)
         self.seed = _validation.check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -188,9 +186,7 @@ class Aggregate(keras.layers.Layer):
     def _gather_plan(self, batch, mode):
         """The slot `sources` and `readout` of a GATHER layout."""
         if mode == "contextual":
-            return _grouping.contextual_plan(
-                batch, self.n, self.draws, self.seed_generator
-            )
+            return _grouping.contextual_plan(batch, self.n, self.draws, self.seed_generator)
         if self.batch_repetition == 1:
             return self._training_grouping(batch, self.shuffle)
         # Each repetition is an independent permutation; its slots follow
@@ -215,9 +211,7 @@ class Aggregate(keras.layers.Layer):
                 _grouping.repeated_count(batch, self.repetition),
                 self.seed_generator,
             )
-        return _grouping.group_plan(
-            batch, self.n, self.seed_generator if shuffle else None
-        )
+        return _grouping.group_plan(batch, self.n, self.seed_generator if shuffle else None)
 
     def _own_rows_readout(self, batch, layout):
         """The readout of the layouts where the slots alone say who owns what."""
@@ -264,9 +258,7 @@ class Aggregate(keras.layers.Layer):
     def save_own_variables(self, store):
         # Keras leaves SeedGenerator states out of weights files; without this,
         # shuffle and repetition draws restart when BackupAndRestore resumes.
-        store["seed_generator_state"] = keras.ops.convert_to_numpy(
-            self.seed_generator.state.value
-        )
+        store["seed_generator_state"] = keras.ops.convert_to_numpy(self.seed_generator.state.value)
 
     def load_own_variables(self, store):
         if "seed_generator_state" in store:
@@ -309,9 +301,7 @@ class Aggregate(keras.layers.Layer):
         _grouping.remember(inputs, self)
         if not return_readout:
             return outputs
-        readout = keras.KerasTensor(
-            (inputs.shape[0], self._readout_width(training)), dtype="int32"
-        )
+        readout = keras.KerasTensor((inputs.shape[0], self._readout_width(training)), dtype="int32")
         _grouping.remember(readout, self)
         return outputs, readout
 

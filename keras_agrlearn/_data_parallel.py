@@ -53,10 +53,7 @@ def _device_warning(batch, n):
 
 
 def _replica_warning(batch, n, replicas):
-    rule = (
-        f"Use a global batch size that is a multiple of n * replicas = "
-        f"{n * replicas}."
-    )
+    rule = f"Use a global batch size that is a multiple of n * replicas = {n * replicas}."
     if isinstance(batch, int):
         if batch % n == 0:
             return None

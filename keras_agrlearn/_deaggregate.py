@@ -227,9 +227,7 @@ class Deaggregate(keras.layers.Layer):
         )
 
     def _describe(self):
-        return (
-            f"Deaggregate '{self.name}' (n={self.n}, inference={self.inference!r})"
-        )
+        return f"Deaggregate '{self.name}' (n={self.n}, inference={self.inference!r})"
 
     def call(self, inputs, reference=None, readout=None, training=None):
         axis = _validation.check_axis(self.axis, len(inputs.shape))
@@ -238,9 +236,7 @@ class Deaggregate(keras.layers.Layer):
         if layout == _grouping.TILE:
             shape = list(ops.shape(inputs))
             k = shape[axis] // self.n
-            grouped = ops.reshape(
-                inputs, [-1] + shape[1:axis] + [self.n, k] + shape[axis + 1 :]
-            )
+            grouped = ops.reshape(inputs, [-1] + shape[1:axis] + [self.n, k] + shape[axis + 1 :])
             return ops.mean(grouped, axis=axis)
         slots = _grouping.groups_to_slots(inputs, self.n, axis)
         if layout == _grouping.GATHER:
@@ -316,7 +312,4 @@ class Deaggregate(keras.layers.Layer):
 
 
 def _describe_aggregate(aggregate):
-    return (
-        f"Aggregate '{aggregate.name}' (n={aggregate.n}, "
-        f"inference={aggregate.inference!r})"
-    )
+    return f"Aggregate '{aggregate.name}' (n={aggregate.n}, inference={aggregate.inference!r})"

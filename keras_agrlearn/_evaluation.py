@@ -158,9 +158,7 @@ def evaluate_uncertainty(
     if member_probs is not None:
         scores["member_accuracy"] = _scores.member_accuracy(member_probs, labels)
         scores["disagreement"] = _scores.disagreement(member_probs)
-        scores["mutual_information"] = float(
-            np.mean(_scores.mutual_information(member_probs))
-        )
+        scores["mutual_information"] = float(np.mean(_scores.mutual_information(member_probs)))
     if x_ood is not None:
         ood_probs, ood_members = predict(x_ood)
         negatives = _ood_scores(ood_score, probs, member_probs)
@@ -225,8 +223,7 @@ def _check_same_sample_shape(x, x_ood):
         keras.tree.assert_same_structure(x, x_ood)
     except (ValueError, TypeError) as error:
         raise ValueError(
-            "Argument `x_ood` must have the structure of `x` (the model's "
-            f"inputs): {error}"
+            f"Argument `x_ood` must have the structure of `x` (the model's inputs): {error}"
         ) from None
     for leaf, ood_leaf in zip(keras.tree.flatten(x), keras.tree.flatten(x_ood)):
         if leaf.shape[1:] != ood_leaf.shape[1:]:
@@ -303,9 +300,11 @@ def _probabilities(outputs, model, from_logits, member_axis=False):
 def _labels(y, classes):
     """Integer labels `(N,)` in `[0, classes)`, from integer or one-hot `y`."""
     if y.ndim == 2 and y.shape[1] == classes:
-        if not np.all(np.isfinite(y)) or np.min(y) < 0 or np.max(
-            np.abs(np.sum(y, axis=1) - 1.0)
-        ) > _SUM_TOLERANCE:
+        if (
+            not np.all(np.isfinite(y))
+            or np.min(y) < 0
+            or np.max(np.abs(np.sum(y, axis=1) - 1.0)) > _SUM_TOLERANCE
+        ):
             raise ValueError(
                 f"Argument `y`: one-hot labels of shape {y.shape} must be "
                 "non-negative rows that sum to 1."

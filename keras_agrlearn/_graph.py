@@ -56,8 +56,7 @@ def find_layer(graph, layer_name, argument):
         return None
     if not isinstance(layer_name, str):
         raise TypeError(
-            f"Argument `{argument}` must be a layer name (str) or None, got "
-            f"{layer_name!r}."
+            f"Argument `{argument}` must be a layer name (str) or None, got {layer_name!r}."
         )
     for layer in all_layers(graph):
         if layer.name == layer_name:
@@ -125,8 +124,7 @@ def input_spec(model):
     # A subclassed model does not record its input dtype; an Embedding inside
     # tells that it takes token ids.
     if any(
-        isinstance(layer, keras.layers.Embedding)
-        for layer in _keras_internals.sublayers(model)
+        isinstance(layer, keras.layers.Embedding) for layer in _keras_internals.sublayers(model)
     ):
         return shape, "int32"
     return shape, model.compute_dtype
@@ -154,7 +152,6 @@ def trace(model):
         graph = keras.Model(inputs, model.call(inputs), name=model.name)
     except Exception as error:  # noqa: BLE001
         return None, (
-            f"its `call` cannot be traced on a symbolic input "
-            f"({type(error).__name__}: {error})"
+            f"its `call` cannot be traced on a symbolic input ({type(error).__name__}: {error})"
         )
     return graph, None

@@ -29,7 +29,6 @@ import keras
 from keras import ops
 from keras import random
 
-
 # The three layouts. TILE: each sample fills all n slots of its own group, and
 # owns them all (replicate inference). CONSECUTIVE: groups of n consecutive
 # samples, a last partial group completed cyclically; sample i owns slot i.
@@ -185,9 +184,7 @@ def contextual_plan(batch, n, draws, seed_generator):
     Companions are drawn uniformly from the same batch; the sample owns the one
     slot it was placed in, in each of its `draws` groups.
     """
-    companions = random.randint(
-        (draws, batch, n), 0, batch, seed=seed_generator, dtype="int32"
-    )
+    companions = random.randint((draws, batch, n), 0, batch, seed=seed_generator, dtype="int32")
     own_slot = random.randint((draws, batch, 1), 0, n, seed=seed_generator, dtype="int32")
     slot_index = ops.reshape(ops.arange(n, dtype="int32"), (1, 1, n))
     own = ops.reshape(ops.arange(batch, dtype="int32"), (1, -1, 1))
@@ -209,12 +206,8 @@ def repetition_plan(batch, n, repeated, seed_generator):
     grouped_count = num_groups(rest, n) * n
     grouped = ops.take(order[repeated:], cyclic(grouped_count, rest), axis=0)
     sources = ops.concatenate([grouped, ops.repeat(order[:repeated], n)], axis=0)
-    repeated_slots = grouped_count + ops.reshape(
-        ops.arange(repeated * n, dtype="int32"), (-1, n)
-    )
-    grouped_slots = ops.repeat(
-        ops.expand_dims(ops.arange(rest, dtype="int32"), 1), n, axis=1
-    )
+    repeated_slots = grouped_count + ops.reshape(ops.arange(repeated * n, dtype="int32"), (-1, n))
+    grouped_slots = ops.repeat(ops.expand_dims(ops.arange(rest, dtype="int32"), 1), n, axis=1)
     by_position = ops.concatenate([repeated_slots, grouped_slots], axis=0)
     readout = ops.take(by_position, ops.argsort(order), axis=0)
     return sources, ops.cast(readout, "int32")

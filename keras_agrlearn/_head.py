@@ -30,8 +30,7 @@ def find_heads(graph, head):
         for layer, problem in heads:
             if problem is not None:
                 raise ValueError(
-                    f"{problem} Pass `head=` the name of the layer that produces "
-                    "the class scores."
+                    f"{problem} Pass `head=` the name of the layer that produces the class scores."
                 )
         return [layer for layer, _ in heads]
     names = [head] if isinstance(head, str) else head

@@ -114,9 +114,7 @@ def agrlearn_n(model):
         ValueError: if the layers are only in a nested model, or disagree on n.
     """
     _validation.check_model(model)
-    found = [
-        layer for layer in model.layers if isinstance(layer, (Aggregate, Deaggregate))
-    ]
+    found = [layer for layer in model.layers if isinstance(layer, (Aggregate, Deaggregate))]
     if not found:
         nested = [
             layer.name

@@ -46,14 +46,10 @@ class AgrLearnModel(keras.Model):
     (12, 3)
     """
 
-    def compute_loss(
-        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
-    ):
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         flags = self._slot_flags(y_pred)
         if any(flags):
-            slots = next(
-                pred.shape[1] for pred, flag in zip(tree.flatten(y_pred), flags) if flag
-            )
+            slots = next(pred.shape[1] for pred, flag in zip(tree.flatten(y_pred), flags) if flag)
             y = _repeat_rows(y, slots)
             sample_weight = _repeat_rows(sample_weight, slots)
             y_pred = _map_slot_outputs(y_pred, flags, _merge_slot_axis)
@@ -64,9 +60,7 @@ class AgrLearnModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         flags = self._slot_flags(y_pred)
         if any(flags):
-            y_pred = _map_slot_outputs(
-                y_pred, flags, lambda pred: ops.mean(pred, axis=1)
-            )
+            y_pred = _map_slot_outputs(y_pred, flags, lambda pred: ops.mean(pred, axis=1))
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def _slot_flags(self, y_pred):
@@ -78,15 +72,12 @@ class AgrLearnModel(keras.Model):
         if len(preds) != len(self.outputs):
             return [False] * len(preds)
         return [
-            len(pred.shape) == len(output.shape) + 1
-            for pred, output in zip(preds, self.outputs)
+            len(pred.shape) == len(output.shape) + 1 for pred, output in zip(preds, self.outputs)
         ]
 
 
 def _map_slot_outputs(y_pred, flags, fn):
-    preds = [
-        fn(pred) if flag else pred for pred, flag in zip(tree.flatten(y_pred), flags)
-    ]
+    preds = [fn(pred) if flag else pred for pred, flag in zip(tree.flatten(y_pred), flags)]
     return tree.pack_sequence_as(y_pred, preds)
 
 

@@ -21,9 +21,8 @@ left freshly initialised, and `looks_pretrained` decides whether `wrap`
 warns about it.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from keras_agrlearn import _graph
 
@@ -90,9 +89,7 @@ def _kept_value(layer, weight, shape, n, is_head):
             return None
         reps = (1,) * (value.ndim - 2) + (fan_in, fan_out)
         return (np.tile(value, reps) / fan_in).astype(value.dtype)
-    if isinstance(layer, keras.layers.BatchNormalization) and shape == (
-        n * value.shape[0],
-    ):
+    if isinstance(layer, keras.layers.BatchNormalization) and shape == (n * value.shape[0],):
         return np.tile(value, n)
     return None
 
@@ -137,9 +134,7 @@ def looks_pretrained(graph, model):
             initializer = _constant_initializer(config.get(f"{weight.name}_initializer"))
             if initializer is None:
                 continue
-            start = keras.ops.convert_to_numpy(
-                initializer(tuple(weight.shape), dtype="float32")
-            )
+            start = keras.ops.convert_to_numpy(initializer(tuple(weight.shape), dtype="float32"))
             value = keras.ops.convert_to_numpy(keras.ops.cast(weight, "float32"))
             if not np.array_equal(value, start):
                 return True
@@ -169,6 +164,6 @@ def reset_warning(model_name, reset, width):
     return (
         f"wrap(): model '{model_name}' looks pretrained (trained or loaded), but "
         f"the rebuild strategy re-initialises the weights of {len(reset)} "
-        f"layer(s) ({shown}{more}): {why}. Pass strategy=\"stem\" to keep the "
+        f'layer(s) ({shown}{more}): {why}. Pass strategy="stem" to keep the '
         "backbone body and all its weights."
     )

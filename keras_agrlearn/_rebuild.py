@@ -61,7 +61,12 @@ def aggregation_axes(model, head=None, aggregate_after=None):
 
 
 def rebuild_model(
-    model, aggregation, width=1.0, head=None, aggregate_after=None, name=None,
+    model,
+    aggregation,
+    width=1.0,
+    head=None,
+    aggregate_after=None,
+    name=None,
     source=None,
 ):
     """Builds the rebuild-strategy AgrLearn model of `model` (see `wrap`).
@@ -92,9 +97,7 @@ def rebuild_model(
     walker = Rebuilder(aggregation, heads, after, width)
     inputs = keras.tree.map_structure(
         lambda x: walker.tag(
-            keras.Input(
-                batch_shape=x.shape, dtype=x.dtype, name=_graph.input_name(x)
-            ),
+            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_graph.input_name(x)),
             _walker.SAMPLE,
         ),
         graph.input,
@@ -116,7 +119,8 @@ def rebuild_model(
     source = model if source is None else source
     if reset and _pretrained.looks_pretrained(graph, source):
         warnings.warn(
-            _pretrained.reset_warning(source.name, reset, width), UserWarning,
+            _pretrained.reset_warning(source.name, reset, width),
+            UserWarning,
             stacklevel=3,
         )
     return rebuilt

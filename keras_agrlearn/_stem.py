@@ -11,9 +11,8 @@ so the body sees inputs with the channel count it was built for. Channels
 are the last axis, or axis 1 for channels-first data.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from keras_agrlearn import _graph
 from keras_agrlearn import _head
@@ -30,7 +29,12 @@ DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def stem_model(
-    model, aggregation, head=None, classes=None, name=None, data_format=None,
+    model,
+    aggregation,
+    head=None,
+    classes=None,
+    name=None,
+    data_format=None,
     untraced=None,
 ):
     """Builds the stem-strategy AgrLearn model around `model` (see `wrap`).
@@ -97,9 +101,7 @@ def stem_model(
         classes = _validation.check_classes(classes)
         heads = []
     input_name = (
-        _graph.input_name(graph.inputs[0])
-        if functional
-        else _graph.subclassed_input_name(model)
+        _graph.input_name(graph.inputs[0]) if functional else _graph.subclassed_input_name(model)
     )
     inputs = keras.Input(batch_shape=shape, dtype=dtype, name=input_name)
     walker = StemWalker(aggregation, heads)
@@ -154,9 +156,7 @@ def _project(aggregated, channels, n, axis):
     1x1 convolution in that format.
     """
     if channels is None:
-        raise ValueError(
-            f"The stem strategy needs a known channel count (input axis {axis})."
-        )
+        raise ValueError(f"The stem strategy needs a known channel count (input axis {axis}).")
     rank = len(aggregated.shape)
     kernel = stem_kernel(channels, n)
     if axis == -1:

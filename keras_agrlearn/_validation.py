@@ -71,8 +71,7 @@ def check_batch_repetition(batch_repetition, n=None):
     batch_repetition = _integer(
         "batch_repetition",
         batch_repetition,
-        "how many times each training batch is grouped, with independent "
-        "permutations",
+        "how many times each training batch is grouped, with independent permutations",
     )
     if n == 1 and batch_repetition > 1:
         raise ValueError(
@@ -120,9 +119,7 @@ def check_epsilon(epsilon):
     """Returns `epsilon` as a float, or raises if it is not a finite number > 0."""
     description = "Argument `epsilon` (the smallest probability used) must be a finite number > 0"
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise TypeError(
-            f"{description}, got {epsilon!r} of type {type(epsilon).__name__}."
-        )
+        raise TypeError(f"{description}, got {epsilon!r} of type {type(epsilon).__name__}.")
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError(f"{description}, got epsilon={epsilon!r}.")
     return float(epsilon)
@@ -138,9 +135,7 @@ def check_repetition(repetition):
         "slots of their group) must be a number in [0, 1)"
     )
     if isinstance(repetition, bool) or not isinstance(repetition, numbers.Real):
-        raise TypeError(
-            f"{description}, got {repetition!r} of type {type(repetition).__name__}."
-        )
+        raise TypeError(f"{description}, got {repetition!r} of type {type(repetition).__name__}.")
     if not 0.0 <= float(repetition) < 1.0:
         raise ValueError(f"{description}, got repetition={repetition!r}.")
     return float(repetition)
@@ -158,9 +153,7 @@ def check_model(model):
 
 def _integer(name, value, meaning, minimum=1):
     """`value` as an int: TypeError for a non-integer, ValueError below `minimum`."""
-    description = (
-        f"Argument `{name}` ({meaning}) must be an integer >= {minimum}"
-    )
+    description = f"Argument `{name}` ({meaning}) must be an integer >= {minimum}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{description}, got {value!r} of type {type(value).__name__}.")
     if value < minimum:
@@ -180,8 +173,7 @@ def check_axis(axis, rank, name="axis"):
     check_axis_type(axis, name)
     if rank < 2:
         raise ValueError(
-            f"Aggregation needs inputs of rank >= 2 (batch, features...), got "
-            f"rank {rank}."
+            f"Aggregation needs inputs of rank >= 2 (batch, features...), got rank {rank}."
         )
     positive = axis + rank if axis < 0 else axis
     if not 1 <= positive < rank:

@@ -181,9 +181,7 @@ class GraphWalker:
 
     def visit(self, layer, *args, **kwargs):
         if _graph.is_model(layer):
-            return self.run(
-                _graph.functional_of(layer), args[0] if len(args) == 1 else args
-            )
+            return self.run(_graph.functional_of(layer), args[0] if len(args) == 1 else args)
         states = {self.state(t) for t in tree.flatten((args, kwargs))} - {None}
         if not isinstance(layer, keras.layers.Layer):
             return self.call_operation(layer, states, args, kwargs)
@@ -295,8 +293,7 @@ class GraphWalker:
         args, kwargs = self.aggregated_inputs(layer, args, kwargs)
         if self.aggregation.reference is None:
             raise ValueError(
-                f"The classification head '{layer.name}' is reached before any "
-                "aggregation point."
+                f"The classification head '{layer.name}' is reached before any aggregation point."
             )
         return self.new_head(layer, args, kwargs)
 

@@ -5,8 +5,6 @@ and hands over to it: `_rebuild.py` replays a layer graph, widened;
 `_stem.py` keeps a backbone's body and aggregates in front of it.
 """
 
-import keras
-
 from keras_agrlearn import _defaults
 from keras_agrlearn import _graph
 from keras_agrlearn import _head
@@ -102,17 +100,17 @@ def wrap(
     a `BatchNormalization` statistic, no longer holds that constant) `wrap`
     warns and names `strategy="stem"`.
 
-    `strategy="stem"` (subclassed models that cannot be traced or have no
-    head of their own, or pretrained backbones whose weights must be kept)
+    `strategy="stem"` (subclassed models that cannot be traced or have no head
+    of their own, or pretrained backbones whose weights must be kept)
     aggregates the raw inputs to `n * C` channels and maps them back to the
     backbone's `C` channels with a learned projection (`Dense`, or a 1x1
-    convolution for channels-first data, started as the mean of the n
-    slots, so a replicated sample enters the backbone as it is). The backbone body runs unchanged and its
-    layers are shared, weights included: set `model.trainable = False` before
-    wrapping to freeze it. A new `n * K` head replaces the head of a
-    Functional model (on its penultimate features); a subclassed model's
-    whole output is taken as the features, and a new softmax head of
-    `classes` units goes on top.
+    convolution for channels-first data, started as the mean of the n slots,
+    so a replicated sample enters the backbone as it is). The backbone body
+    runs unchanged and its layers are shared, weights included: set
+    `model.trainable = False` before wrapping to freeze it. A new `n * K` head
+    replaces the head of a Functional model (on its penultimate features); a
+    subclassed model's whole output is taken as the features, and a new
+    softmax head of `classes` units goes on top.
 
     Args:
         model: a built `keras.Model`: Functional, Sequential or subclassed,
@@ -219,9 +217,7 @@ def wrap(
     n = _validation.check_n(n)
     width = _validation.check_width(width)
     inference = _validation.check_inference(inference)
-    objective = _validation.check_objective(
-        _defaults.OBJECTIVE if objective is None else objective
-    )
+    objective = _validation.check_objective(_defaults.OBJECTIVE if objective is None else objective)
     draws = _validation.check_draws(draws)
     if repetition is not None:
         repetition = _validation.check_repetition(repetition)
@@ -272,12 +268,22 @@ def wrap(
         )
     if strategy == "stem":
         return _stem.stem_model(
-            backbone, aggregation, head=head, classes=classes, name=name,
-            data_format=data_format, untraced=untraced,
+            backbone,
+            aggregation,
+            head=head,
+            classes=classes,
+            name=name,
+            data_format=data_format,
+            untraced=untraced,
         )
     return _rebuild.rebuild_model(
-        backbone, aggregation, width=width, head=head,
-        aggregate_after=aggregate_after, name=name, source=model,
+        backbone,
+        aggregation,
+        width=width,
+        head=head,
+        aggregate_after=aggregate_after,
+        name=name,
+        source=model,
     )
 
 
@@ -337,34 +343,53 @@ def _choose_strategy(model, strategy, classes):
     if _keras_internals.is_functional(model):
         if strategy == "stem":
             return strategy, model, _KEPT, None
-        return "rebuild", model, (
-            "requested" if strategy else
-            f"{type(model).__name__} models are rebuilt layer by layer, widened; "
-            "weights are kept only at width=1.0 (strategy='stem' keeps "
-            "pretrained weights)"
-        ), None
+        return (
+            "rebuild",
+            model,
+            (
+                "requested"
+                if strategy
+                else f"{type(model).__name__} models are rebuilt layer by layer, widened; "
+                "weights are kept only at width=1.0 (strategy='stem' keeps "
+                "pretrained weights)"
+            ),
+            None,
+        )
     if strategy == "stem":
         return strategy, model, _KEPT, None
     if classes is not None and strategy is None:
-        return "stem", model, (
-            "`classes=` asks for a new head on the subclassed model's output"
-        ), None
+        return (
+            "stem",
+            model,
+            ("`classes=` asks for a new head on the subclassed model's output"),
+            None,
+        )
     graph, problem = _graph.trace(model)
     if graph is not None:
         problem = _head.head_problem(graph)
     if problem is None:
-        return "rebuild", graph, (
-            f"the call of subclassed model {type(model).__name__} was traced to "
-            "a layer graph, which is rebuilt layer by layer and widened "
-            "(weights are kept only at width=1.0)"
-        ), None
+        return (
+            "rebuild",
+            graph,
+            (
+                f"the call of subclassed model {type(model).__name__} was traced to "
+                "a layer graph, which is rebuilt layer by layer and widened "
+                "(weights are kept only at width=1.0)"
+            ),
+            None,
+        )
     if strategy == "rebuild":
         raise ValueError(
             f"Model '{model.name}' ({type(model).__name__}) is a subclassed "
             f"model that cannot be rebuilt layer by layer: {problem}"
         )
-    return "stem", model, (
-        f"{type(model).__name__} is a subclassed model that cannot be rebuilt "
-        f"layer by layer ({problem}): a learned projection feeds its "
-        "unchanged body"
-    ), problem
+    return (
+        "stem",
+        model,
+        (
+            f"{type(model).__name__} is a subclassed model that cannot be rebuilt "
+            f"layer by layer ({problem}): a learned projection feeds its "
+            "unchanged body"
+        ),
+        problem,
+    )

@@ -80,9 +80,7 @@ def _train(distributed, batch_size=BATCH_SIZE, epochs=4, batch_repetition=1):
         )
         # Random groupings are drawn per replica under MirroredStrategy, so
         # only the deterministic layout can match one device exactly.
-        model = wrap(
-            backbone, n=N, width=2.0, repetition=0.0, batch_repetition=batch_repetition
-        )
+        model = wrap(backbone, n=N, width=2.0, repetition=0.0, batch_repetition=batch_repetition)
         model.compile(
             optimizer=keras.optimizers.Adam(1e-2),
             loss="sparse_categorical_crossentropy",
@@ -117,7 +115,9 @@ def main():
         "parallel_batch_repetition_accuracy": float(repeated_accuracy),
         "single_accuracy": float(single_accuracy),
         "parallel_accuracy": float(parallel_accuracy),
-        "max_weight_difference": float(max(np.max(np.abs(a - b)) for a, b in zip(single, parallel))),
+        "max_weight_difference": float(
+            max(np.max(np.abs(a - b)) for a, b in zip(single, parallel))
+        ),
         "warned_on_broken_rule": bool(rule),
         "warning": rule[0] if rule else None,
         "warned_on_kept_rule": any("per-device batch" in str(w.message) for w in kept),

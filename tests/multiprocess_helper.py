@@ -141,9 +141,7 @@ def _train_multi_worker(strategy, x, y, batch_size, epochs, repetition):
         model = _model(repetition)
     # Whole batches have a static size, so Aggregate checks each replica's
     # share exactly.
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(
-        batch_size, drop_remainder=True
-    )
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
     batches = strategy.experimental_distribute_dataset(dataset)
 
     @tf.function
@@ -198,9 +196,7 @@ def _fit(strategy, batch_size, samples, epochs, repetition=0.0):
         if BACKEND == "torch":
             model, losses = _train_torch(x, y, batch_size, epochs, repetition)
         elif strategy is not None:
-            model, losses = _train_multi_worker(
-                strategy, x, y, batch_size, epochs, repetition
-            )
+            model, losses = _train_multi_worker(strategy, x, y, batch_size, epochs, repetition)
         else:
             if MODE == "worker":
                 x, y, batch_size = _process_share(x, y, batch_size)

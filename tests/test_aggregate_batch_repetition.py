@@ -26,17 +26,25 @@ def test_every_sample_sits_in_b_groups_and_reads_back(batch, batch_repetition, r
     # the n slots of a repeated group), so R = b * n with input repetition.
     assert readout.shape == (batch, batch_repetition * (n if repetition else 1))
     for sample in range(batch):
-        np.testing.assert_array_equal(slots[readout[sample]], np.broadcast_to(x[sample], (readout.shape[1], 2)))
+        np.testing.assert_array_equal(
+            slots[readout[sample]], np.broadcast_to(x[sample], (readout.shape[1], 2))
+        )
     for objective, expected_shape in (("mean", x.shape), ("slots", (batch, readout.shape[1], 2))):
         back = Deaggregate(n, objective=objective)(y, readout=readout, training=True)
         back = keras.ops.convert_to_numpy(back)
         assert back.shape == expected_shape
-        np.testing.assert_allclose(back.reshape(batch, -1, 2), np.broadcast_to(x[:, None], (batch, back.size // (2 * batch), 2)), rtol=1e-6)
+        np.testing.assert_allclose(
+            back.reshape(batch, -1, 2),
+            np.broadcast_to(x[:, None], (batch, back.size // (2 * batch), 2)),
+            rtol=1e-6,
+        )
 
 
 def test_groupings_are_independent_permutations():
     x = np.arange(12, dtype="float32").reshape(12, 1)
-    y, _ = Aggregate(3, repetition=0.0, batch_repetition=3, seed=0)(x, training=True, return_readout=True)
+    y, _ = Aggregate(3, repetition=0.0, batch_repetition=3, seed=0)(
+        x, training=True, return_readout=True
+    )
     y = keras.ops.convert_to_numpy(y)
     first, second, third = np.split(y, 3)
     for grouping in (first, second, third):
@@ -50,7 +58,9 @@ def test_inference_is_unchanged(rng):
     for inference in ("group", "replicate"):
         plain = Aggregate(3, inference=inference)(x, training=False)
         repeated = Aggregate(3, inference=inference, batch_repetition=4)(x, training=False)
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(plain), keras.ops.convert_to_numpy(repeated))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(plain), keras.ops.convert_to_numpy(repeated)
+        )
 
 
 def _learnable(rng, samples=60):
@@ -71,10 +81,16 @@ def _learnable(rng, samples=60):
 )
 def test_labels_stay_aligned_in_fit(kwargs, jit_compile, rng):
     x, y = _learnable(rng)
-    backbone = keras.Sequential([keras.Input((CLASSES + 2,)), keras.layers.Dense(CLASSES, activation="softmax")])
+    backbone = keras.Sequential(
+        [keras.Input((CLASSES + 2,)), keras.layers.Dense(CLASSES, activation="softmax")]
+    )
     model = wrap(backbone, n=3, seed=0, **kwargs)
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
     # Batches of 7 (and a last one of 4) are not multiples of n.
     history = model.fit(x, y, batch_size=7, epochs=15, shuffle=True, verbose=0)
     assert history.history["accuracy"][-1] > 0.95
@@ -85,7 +101,9 @@ def test_labels_stay_aligned_in_fit(kwargs, jit_compile, rng):
 
 def test_batch_of_one_trains(rng):
     x, y = _learnable(rng, samples=5)
-    backbone = keras.Sequential([keras.Input((CLASSES + 2,)), keras.layers.Dense(CLASSES, activation="softmax")])
+    backbone = keras.Sequential(
+        [keras.Input((CLASSES + 2,)), keras.layers.Dense(CLASSES, activation="softmax")]
+    )
     model = wrap(backbone, n=3, batch_repetition=3, seed=0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     history = model.fit(x, y, batch_size=1, epochs=1, verbose=0)
@@ -93,7 +111,13 @@ def test_batch_of_one_trains(rng):
 
 
 def test_saved_model_keeps_the_options(tmp_path, rng):
-    backbone = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax")])
+    backbone = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model = wrap(backbone, n=2, batch_repetition=3, repetition=0.25, objective="mean", seed=1)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x = rng.normal(size=(10, 5)).astype("float32")
@@ -106,7 +130,9 @@ def test_saved_model_keeps_the_options(tmp_path, rng):
     assert (aggregate.batch_repetition, aggregate.repetition) == (3, 0.25)
     deaggregate = next(layer for layer in restored.layers if isinstance(layer, Deaggregate))
     assert deaggregate.objective == "mean"
-    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_several_aggregation_points_settle_one_shared_grouping():

@@ -14,21 +14,18 @@ import re
 import keras
 import numpy as np
 import pytest
+import subclassed_models
 
 from keras_agrlearn import Aggregate
 from keras_agrlearn import Deaggregate
 from keras_agrlearn import wrap
-
-import subclassed_models
 
 # These tests only build models and check the error each bad input raises.
 pytestmark = pytest.mark.keep_session
 
 N_MESSAGE = r"Argument `n` \(the aggregation factor\) must be an integer >= 1"
 WIDTH_MESSAGE = r"Argument `width` \(the width multiplier\) must be a finite number > 0"
-INFERENCE_MESSAGE = (
-    r"Argument `inference` must be one of 'group', 'replicate', 'contextual'"
-)
+INFERENCE_MESSAGE = r"Argument `inference` must be one of 'group', 'replicate', 'contextual'"
 
 
 def backbone(classes=3, features=6):
@@ -76,31 +73,141 @@ def test_unknown_inference_mode(constructor, inference):
         (("wrap",), {"width": math.inf}, ValueError, WIDTH_MESSAGE),
         (("wrap",), {"width": "2"}, TypeError, WIDTH_MESSAGE),
         (("wrap",), {"width": True}, TypeError, WIDTH_MESSAGE),
-        (("wrap", "Aggregate"), {"draws": 0}, ValueError, r"Argument `draws`.*integer >= 1, got draws=0"),
-        (("wrap", "Aggregate"), {"draws": 1.5}, TypeError, r"Argument `draws`.*integer >= 1, got 1.5"),
-        (("wrap", "Aggregate"), {"repetition": 1.0}, ValueError, r"Argument `repetition`.*\[0, 1\)"),
-        (("wrap", "Aggregate"), {"repetition": -0.1}, ValueError, r"Argument `repetition`.*\[0, 1\)"),
-        (("wrap", "Aggregate"), {"repetition": "0.5"}, TypeError, r"Argument `repetition`.*\[0, 1\)"),
-        (("wrap", "Aggregate"), {"batch_repetition": 0}, ValueError, r"Argument `batch_repetition`.*integer >= 1, got batch_repetition=0"),
-        (("wrap", "Aggregate"), {"batch_repetition": 1.5}, TypeError, r"Argument `batch_repetition`.*integer >= 1, got 1.5"),
-        (("wrap", "Aggregate"), {"batch_repetition": True}, TypeError, r"Argument `batch_repetition`.*integer >= 1, got True"),
-        (("wrap", "Aggregate"), {"batch_repetition": "2"}, TypeError, r"Argument `batch_repetition`.*integer >= 1, got '2'"),
-        (("wrap", "Aggregate"), {"n": 1, "batch_repetition": 2}, ValueError, r"Argument `batch_repetition` must be 1 when n=1"),
-        (("wrap", "Deaggregate"), {"objective": "sum"}, ValueError, r"Argument `objective` must be one of 'slots', 'mean'"),
-        (("Aggregate", "Deaggregate"), {"axis": 1.0}, TypeError, r"Argument `axis` must be an integer, got 1.0"),
-        (("Aggregate",), {"shuffle": "yes"}, TypeError, r"Argument `shuffle` must be True or False, got 'yes'"),
-        (("Aggregate",), {"seed": 1.5}, TypeError, r"Argument `seed` must be an integer or None, got 1.5"),
-        (("wrap",), {"strategy": "stems"}, ValueError, r"Argument `strategy` must be one of 'rebuild', 'stem', None"),
+        (
+            ("wrap", "Aggregate"),
+            {"draws": 0},
+            ValueError,
+            r"Argument `draws`.*integer >= 1, got draws=0",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"draws": 1.5},
+            TypeError,
+            r"Argument `draws`.*integer >= 1, got 1.5",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"repetition": 1.0},
+            ValueError,
+            r"Argument `repetition`.*\[0, 1\)",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"repetition": -0.1},
+            ValueError,
+            r"Argument `repetition`.*\[0, 1\)",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"repetition": "0.5"},
+            TypeError,
+            r"Argument `repetition`.*\[0, 1\)",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"batch_repetition": 0},
+            ValueError,
+            r"Argument `batch_repetition`.*integer >= 1, got batch_repetition=0",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"batch_repetition": 1.5},
+            TypeError,
+            r"Argument `batch_repetition`.*integer >= 1, got 1.5",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"batch_repetition": True},
+            TypeError,
+            r"Argument `batch_repetition`.*integer >= 1, got True",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"batch_repetition": "2"},
+            TypeError,
+            r"Argument `batch_repetition`.*integer >= 1, got '2'",
+        ),
+        (
+            ("wrap", "Aggregate"),
+            {"n": 1, "batch_repetition": 2},
+            ValueError,
+            r"Argument `batch_repetition` must be 1 when n=1",
+        ),
+        (
+            ("wrap", "Deaggregate"),
+            {"objective": "sum"},
+            ValueError,
+            r"Argument `objective` must be one of 'slots', 'mean'",
+        ),
+        (
+            ("Aggregate", "Deaggregate"),
+            {"axis": 1.0},
+            TypeError,
+            r"Argument `axis` must be an integer, got 1.0",
+        ),
+        (
+            ("Aggregate",),
+            {"shuffle": "yes"},
+            TypeError,
+            r"Argument `shuffle` must be True or False, got 'yes'",
+        ),
+        (
+            ("Aggregate",),
+            {"seed": 1.5},
+            TypeError,
+            r"Argument `seed` must be an integer or None, got 1.5",
+        ),
+        (
+            ("wrap",),
+            {"strategy": "stems"},
+            ValueError,
+            r"Argument `strategy` must be one of 'rebuild', 'stem', None",
+        ),
         (("wrap",), {"head": "missing"}, ValueError, r"Argument `head`: no layer named 'missing'"),
-        (("wrap",), {"head": ["scores", "scores"]}, ValueError, r"Argument `head`: the model has 1 output"),
-        (("wrap",), {"aggregate_after": "missing"}, ValueError, r"Argument `aggregate_after`: no layer named"),
-        (("wrap",), {"aggregate_after": 3}, TypeError, r"Argument `aggregate_after` must be a layer name"),
-        (("wrap",), {"aggregate_after": "scores"}, ValueError, r"`aggregate_after`: layer 'scores' is the classification head"),
+        (
+            ("wrap",),
+            {"head": ["scores", "scores"]},
+            ValueError,
+            r"Argument `head`: the model has 1 output",
+        ),
+        (
+            ("wrap",),
+            {"aggregate_after": "missing"},
+            ValueError,
+            r"Argument `aggregate_after`: no layer named",
+        ),
+        (
+            ("wrap",),
+            {"aggregate_after": 3},
+            TypeError,
+            r"Argument `aggregate_after` must be a layer name",
+        ),
+        (
+            ("wrap",),
+            {"aggregate_after": "scores"},
+            ValueError,
+            r"`aggregate_after`: layer 'scores' is the classification head",
+        ),
         (("wrap",), {"classes": 3}, ValueError, r"`classes` is for strategy='stem' only"),
-        (("wrap",), {"data_format": "channels_first"}, ValueError, r"`data_format` is for strategy='stem' only"),
+        (
+            ("wrap",),
+            {"data_format": "channels_first"},
+            ValueError,
+            r"`data_format` is for strategy='stem' only",
+        ),
         (("wrap",), {"strategy": "stem", "width": 2.0}, ValueError, r"need strategy='rebuild'"),
-        (("wrap",), {"strategy": "stem", "classes": 3}, ValueError, r"has one, whose class count is kept"),
-        (("wrap",), {"strategy": "stem", "data_format": "nhwc"}, ValueError, r"Argument `data_format` must be one of 'channels_last', 'channels_first'"),
+        (
+            ("wrap",),
+            {"strategy": "stem", "classes": 3},
+            ValueError,
+            r"has one, whose class count is kept",
+        ),
+        (
+            ("wrap",),
+            {"strategy": "stem", "data_format": "nhwc"},
+            ValueError,
+            r"Argument `data_format` must be one of 'channels_last', 'channels_first'",
+        ),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else None,
 )
@@ -118,15 +225,44 @@ def test_invalid_option(targets, kwargs, error, match):
         (lambda: Aggregate(2, axis=-3), (4, 6), ValueError, r"must address .* got axis=-3"),
         (lambda: Aggregate(2), (4,), ValueError, r"rank >= 2"),
         (lambda: Deaggregate(2, axis=4), (4, 6), ValueError, r"Argument `axis` must address"),
-        (lambda: Deaggregate(4), (4, 6), ValueError, r"Deaggregate '\w+' \(n=4, inference='replicate'\) needs the size of axis -1 to be a multiple of n.*n \* classes units"),
-        (lambda: Deaggregate(2, inference="group"), (3, 6), ValueError, r"Deaggregate '\w+' \(n=2, inference='group'\) was called without `readout` or `reference`"),
-        (lambda: Deaggregate(2), (3, 6), ValueError, r"without `readout` or `reference`.*Sequential"),
+        (
+            lambda: Deaggregate(4),
+            (4, 6),
+            ValueError,
+            r"Deaggregate '\w+' \(n=4, inference='replicate'\) needs the size of axis -1 to be "
+            r"a multiple of n.*n \* classes units",
+        ),
+        (
+            lambda: Deaggregate(2, inference="group"),
+            (3, 6),
+            ValueError,
+            r"Deaggregate '\w+' \(n=2, inference='group'\) was called without `readout` or "
+            r"`reference`",
+        ),
+        (
+            lambda: Deaggregate(2),
+            (3, 6),
+            ValueError,
+            r"without `readout` or `reference`.*Sequential",
+        ),
         (lambda: Aggregate(2), (0, 6), ValueError, r"empty batch \(0 samples\)"),
-        (lambda: Deaggregate(2, inference="contextual"), (3, 6), ValueError, r"needs the `readout`"),
+        (
+            lambda: Deaggregate(2, inference="contextual"),
+            (3, 6),
+            ValueError,
+            r"needs the `readout`",
+        ),
     ],
     ids=[
-        "above-rank", "batch-axis", "below-rank", "rank-1", "deaggregate-axis",
-        "not-multiple", "group-alone", "training-alone", "empty-batch",
+        "above-rank",
+        "batch-axis",
+        "below-rank",
+        "rank-1",
+        "deaggregate-axis",
+        "not-multiple",
+        "group-alone",
+        "training-alone",
+        "empty-batch",
         "contextual-without-readout",
     ],
 )
@@ -223,24 +359,60 @@ def _two_inputs():
         (_Unbuilt, {}, ValueError, r"subclassed model that is not built"),
         (_Unbuilt, {"classes": 3}, ValueError, r"subclassed model that is not built"),
         (_untraceable, {}, ValueError, r"cannot be traced.*Pass `classes=`"),
-        (_untraceable, {"strategy": "rebuild"}, ValueError, r"cannot be rebuilt layer by layer: its `call` cannot be traced"),
-        (_untraceable, {"classes": 0}, ValueError, r"`classes` \(the number of classes of the new head\) must be an integer >= 1"),
-        (_untraceable, {"classes": 2.0}, TypeError, r"`classes` \(the number of classes of the new head\) must be an integer >= 1"),
+        (
+            _untraceable,
+            {"strategy": "rebuild"},
+            ValueError,
+            r"cannot be rebuilt layer by layer: its `call` cannot be traced",
+        ),
+        (
+            _untraceable,
+            {"classes": 0},
+            ValueError,
+            r"`classes` \(the number of classes of the new head\) must be an integer >= 1",
+        ),
+        (
+            _untraceable,
+            {"classes": 2.0},
+            TypeError,
+            r"`classes` \(the number of classes of the new head\) must be an integer >= 1",
+        ),
         (_untraceable, {"classes": 3, "head": "conv"}, ValueError, r"no layer graph"),
         (_tokens, {"classes": 3}, ValueError, r"token ids.*strategy='rebuild'"),
         (_headless, {}, ValueError, r"classification head.*BatchNormalization"),
-        (_tokens_before_embedding, {"aggregate_after": "ids"}, ValueError, r"integer inputs .* aggregated after their embedding"),
+        (
+            _tokens_before_embedding,
+            {"aggregate_after": "ids"},
+            ValueError,
+            r"integer inputs .* aggregated after their embedding",
+        ),
         (_two_inputs, {"shuffle": True}, ValueError, r"aggregation at more than one place"),
         (_two_inputs, {"repetition": 0.5}, ValueError, r"aggregation at more than one place"),
         (_two_inputs, {"batch_repetition": 2}, ValueError, r"aggregation at more than one place"),
-        (_two_inputs, {"inference": "contextual"}, ValueError, r"aggregation at more than one place"),
+        (
+            _two_inputs,
+            {"inference": "contextual"},
+            ValueError,
+            r"aggregation at more than one place",
+        ),
     ],
     ids=[
-        "layer", "string", "unbuilt-sequential", "unbuilt-subclassed",
-        "unbuilt-subclassed-stem", "untraceable-without-classes",
-        "untraceable-rebuild", "zero-classes", "float-classes", "untraceable-head",
-        "stem-token-ids", "no-head", "tokens-before-embedding",
-        "two-inputs-shuffle", "two-inputs-repetition", "two-inputs-batch-repetition",
+        "layer",
+        "string",
+        "unbuilt-sequential",
+        "unbuilt-subclassed",
+        "unbuilt-subclassed-stem",
+        "untraceable-without-classes",
+        "untraceable-rebuild",
+        "zero-classes",
+        "float-classes",
+        "untraceable-head",
+        "stem-token-ids",
+        "no-head",
+        "tokens-before-embedding",
+        "two-inputs-shuffle",
+        "two-inputs-repetition",
+        "two-inputs-batch-repetition",
         "two-inputs-contextual",
     ],
 )
@@ -265,7 +437,9 @@ def test_head_units_differ_from_labels_surfaces_keras_error():
     messages = []
     for model in (backbone(), wrap(backbone(), n=2)):
         model.compile(optimizer="sgd", loss="categorical_crossentropy")
-        with pytest.raises(ValueError, match=r"`target` and `output` must have the same shape") as info:
+        with pytest.raises(
+            ValueError, match=r"`target` and `output` must have the same shape"
+        ) as info:
             model.fit(x, y, epochs=1, verbose=0)
         messages.append(str(info.value))
     assert "reshape" not in messages[1].lower()
@@ -292,14 +466,23 @@ MISMATCHED_PAIRS = [
     ({"n": 2, "inference": "replicate", **STILL}, {"n": 3, "inference": "group"}, "reference"),
 ]
 PAIR_IDS = [
-    "replicate-group-readout", "replicate-group-reference", "group-replicate-reference",
-    "group-contextual-readout", "n2-n3-readout", "n3-n2-readout", "n2-n3-reference",
+    "replicate-group-readout",
+    "replicate-group-reference",
+    "group-replicate-reference",
+    "group-contextual-readout",
+    "n2-n3-readout",
+    "n3-n2-readout",
+    "n2-n3-reference",
     "n-and-inference-reference",
 ]
 
 
-@pytest.mark.parametrize("aggregate_kwargs, deaggregate_kwargs, via", MISMATCHED_PAIRS, ids=PAIR_IDS)
-def test_mismatched_pair_is_refused_when_the_model_is_built(aggregate_kwargs, deaggregate_kwargs, via):
+@pytest.mark.parametrize(
+    "aggregate_kwargs, deaggregate_kwargs, via", MISMATCHED_PAIRS, ids=PAIR_IDS
+)
+def test_mismatched_pair_is_refused_when_the_model_is_built(
+    aggregate_kwargs, deaggregate_kwargs, via
+):
     inputs = keras.Input((4,))
     aggregate = Aggregate(**aggregate_kwargs)
     if via == "readout":
@@ -313,20 +496,27 @@ def test_mismatched_pair_is_refused_when_the_model_is_built(aggregate_kwargs, de
     theirs = f"n={aggregate.n}, inference={aggregate.inference!r}"
     match = (
         rf"Deaggregate '{deaggregate.name}' \({re.escape(mine)}\) does not match "
-        rf"Aggregate '{aggregate.name}' \({re.escape(theirs)}\), whose {'readout' if via == 'readout' else 'input'} it receives"
+        rf"Aggregate '{aggregate.name}' \({re.escape(theirs)}\), whose "
+        rf"{'readout' if via == 'readout' else 'input'} it receives"
     )
     with pytest.raises(ValueError, match=match):
         deaggregate(y, **passed)
 
 
-@pytest.mark.parametrize("aggregate_kwargs, deaggregate_kwargs, via", MISMATCHED_PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize(
+    "aggregate_kwargs, deaggregate_kwargs, via", MISMATCHED_PAIRS, ids=PAIR_IDS
+)
 @pytest.mark.parametrize("batch", [1, 4, 5])
-def test_mismatched_pair_never_returns_wrong_rows_eagerly(aggregate_kwargs, deaggregate_kwargs, via, batch):
+def test_mismatched_pair_never_returns_wrong_rows_eagerly(
+    aggregate_kwargs, deaggregate_kwargs, via, batch
+):
     # Through an identity network, the right rows are the inputs themselves:
     # every call either raises, naming both settings, or returns them.
     # A backend tensor, so that both layers see the same object (a NumPy
     # reference is converted apart, and only its number of groups is checked).
-    x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(batch, 6)).astype("float32"))
+    x = keras.ops.convert_to_tensor(
+        np.random.default_rng(0).normal(size=(batch, 6)).astype("float32")
+    )
     aggregate = Aggregate(seed=0, **aggregate_kwargs)
     deaggregate = Deaggregate(**deaggregate_kwargs)
     for training in (True, False):
@@ -347,7 +537,10 @@ def test_mismatched_class_score_width_names_the_deaggregate():
     inputs = keras.Input((4,))
     x, readout = Aggregate(n=2)(inputs, return_readout=True)
     y = keras.layers.Dense(5)(x)
-    match = r"Deaggregate '\w+' \(n=2, inference='replicate'\) needs the size of axis -1 to be a multiple of n.*got shape \(None, 5\)"
+    match = (
+        r"Deaggregate '\w+' \(n=2, inference='replicate'\) needs the size of axis -1 to be "
+        r"a multiple of n.*got shape \(None, 5\)"
+    )
     with pytest.raises(ValueError, match=match):
         Deaggregate(n=2)(y, readout=readout)
 
@@ -355,9 +548,21 @@ def test_mismatched_class_score_width_names_the_deaggregate():
 @pytest.mark.parametrize(
     "aggregate_kwargs, match",
     [
-        ({}, r"call it with `return_readout=True`.*A Sequential model cannot pass it: use `keras_agrlearn.wrap"),
-        ({"inference": "group", **STILL}, r"without `readout` or `reference`.*Sequential model.*Use `keras_agrlearn.wrap.*Functional model"),
-        ({"inference": "replicate", **STILL}, r"without `readout` or `reference`.*Sequential model.*Use `keras_agrlearn.wrap.*Functional model"),
+        (
+            {},
+            r"call it with `return_readout=True`.*A Sequential model cannot pass it: use "
+            r"`keras_agrlearn.wrap",
+        ),
+        (
+            {"inference": "group", **STILL},
+            r"without `readout` or `reference`.*Sequential model.*Use "
+            r"`keras_agrlearn.wrap.*Functional model",
+        ),
+        (
+            {"inference": "replicate", **STILL},
+            r"without `readout` or `reference`.*Sequential model.*Use "
+            r"`keras_agrlearn.wrap.*Functional model",
+        ),
     ],
     ids=["defaults", "group", "replicate"],
 )

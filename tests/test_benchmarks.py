@@ -10,10 +10,9 @@ import json
 import keras
 import numpy as np
 import pytest
-
-import keras_agrlearn
 from script_loader import load_script
 
+import keras_agrlearn
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +57,25 @@ def test_limit_is_the_wrapped_model_without_aggregation(throughput, inference, r
     n = 3
     x = rng.random((6, 4, 4, 2), dtype=np.float32)
     wrapped = keras_agrlearn.wrap(
-        throughput.small_cnn(x.shape[1:]), n, inference=inference, repetition=0.0,
+        throughput.small_cnn(x.shape[1:]),
+        n,
+        inference=inference,
+        repetition=0.0,
         batch_repetition=1,
     )
     limit = throughput.inner_network(wrapped)
     aggregated = throughput.aggregate_numpy(x, n, replicate=inference == "replicate")
     np.testing.assert_allclose(
         aggregated,
-        keras.ops.convert_to_numpy(keras_agrlearn.Aggregate(
-            n, inference=inference, repetition=0.0, batch_repetition=1
-        )(x)),
+        keras.ops.convert_to_numpy(
+            keras_agrlearn.Aggregate(n, inference=inference, repetition=0.0, batch_repetition=1)(x)
+        ),
     )
     slots = keras.ops.convert_to_numpy(limit(aggregated)).reshape(-1, n, throughput.CLASSES)
     np.testing.assert_allclose(slots.sum(axis=-1), 1.0, atol=1e-5)
     if inference == "replicate":
         # The wrapped model averages the slots' scores before the softmax.
-        probabilities = keras.ops.convert_to_numpy(
-            keras.ops.softmax(np.log(slots).mean(axis=1))
-        )
+        probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(np.log(slots).mean(axis=1)))
     else:
         probabilities = slots.reshape(len(x), -1)
     np.testing.assert_allclose(probabilities, keras.ops.convert_to_numpy(wrapped(x)), atol=1e-5)
@@ -85,8 +85,15 @@ def test_overhead_profile_runs_with_tiny_sizes(throughput, tmp_path):
     module = load_script("benchmarks/profile_overheads.py", "profile_overheads")
     out = tmp_path / "profile.json"
     report = module.main(
-        ["--n=2", "--backbone=cnn", "--samples=8", "--batch=8", "--calls=2", "--repeats=1",
-         f"--out={out}"]
+        [
+            "--n=2",
+            "--backbone=cnn",
+            "--samples=8",
+            "--batch=8",
+            "--calls=2",
+            "--repeats=1",
+            f"--out={out}",
+        ]
     )
     assert json.loads(out.read_text())["backend"] == keras.backend.backend()
     assert [row["model"] for row in report["feeding"]] == ["plain", "group n=2"]
@@ -144,7 +151,11 @@ def test_device_input_records_resume_and_tables(throughput, tmp_path):
     report = throughput.main(argv)
     assert report["args"]["device_input"] and report["date"]
     assert {r["variant"] for r in report["results"] if r["phase"] == "predict"} == {
-        "plain", "replicate", "group", "limit-replicate", "limit-group"
+        "plain",
+        "replicate",
+        "group",
+        "limit-replicate",
+        "limit-group",
     }
     # A cell already recorded is skipped, so a rerun continues where records stop.
     assert throughput.main(argv) is None

@@ -48,8 +48,7 @@ def test_arguments_in_the_order_of_aggregate():
         parameters = inspect.signature(layer_cls.__init__).parameters
         names[layer_cls] = [name for name in parameters if name not in ("self", "kwargs")]
         assert all(
-            parameters[name].kind is inspect.Parameter.KEYWORD_ONLY
-            for name in names[layer_cls][1:]
+            parameters[name].kind is inspect.Parameter.KEYWORD_ONLY for name in names[layer_cls][1:]
         )
         args = layer_cls.__doc__.split("    Args:\n")[1].split("\n\n")[0]
         assert re.findall(r"^ {8}(\w+):", args, re.M) == names[layer_cls]
@@ -63,7 +62,10 @@ def test_arguments_in_the_order_of_aggregate():
 
 @pytest.mark.parametrize(
     "config, inference",
-    [({"n": 2, "axis": -1, "objective": "mean"}, "group"), ({"n": 2, "inference": "replicate"}, "replicate")],
+    [
+        ({"n": 2, "axis": -1, "objective": "mean"}, "group"),
+        ({"n": 2, "inference": "replicate"}, "replicate"),
+    ],
     ids=["saved-before-1.0", "complete"],
 )
 def test_config_without_inference_keeps_the_old_default(config, inference):
@@ -75,7 +77,7 @@ def test_defaults_are_those_of_aggregate_and_wrap():
     assert (layer.axis, layer.inference, layer.objective) == (-1, Aggregate(3).inference, "mean")
     backbone = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     wrapped = keras_agrlearn.wrap(backbone, n=3, width=1.0)
-    (inside,) = [l for l in wrapped.layers if isinstance(l, Deaggregate)]
+    (inside,) = [layer for layer in wrapped.layers if isinstance(layer, Deaggregate)]
     assert (inside.inference, inside.objective) == (layer.inference, layer.objective)
 
 

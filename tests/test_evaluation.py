@@ -115,8 +115,12 @@ KINDS = {
 
 @pytest.mark.parametrize(
     "kind, ood_score",
-    [(k, s) for k in KINDS for s in ("entropy", "msp", "mutual_information")
-     if (k, s) != ("plain", "mutual_information")],
+    [
+        (k, s)
+        for k in KINDS
+        for s in ("entropy", "msp", "mutual_information")
+        if (k, s) != ("plain", "mutual_information")
+    ],
 )
 def test_every_number_matches_the_references(kind, ood_score, rng):
     model = KINDS[kind]()
@@ -159,7 +163,9 @@ def test_label_formats_and_batch_size_agree(rng):
     for labels in (y[:, None], onehot, y.astype("float32"), list(y)):
         assert evaluate_uncertainty(model, x, labels) == pytest.approx(whole, abs=1e-9)
     assert evaluate_uncertainty(model, x, y, batch_size=7) == pytest.approx(whole, abs=1e-5)
-    numpy_integers = evaluate_uncertainty(model, x, y, batch_size=np.int64(7), num_bins=np.int32(15))
+    numpy_integers = evaluate_uncertainty(
+        model, x, y, batch_size=np.int64(7), num_bins=np.int32(15)
+    )
     assert numpy_integers == pytest.approx(whole, abs=1e-5)
 
 
@@ -172,7 +178,9 @@ def test_logits_heads_with_from_logits(make, rng):
     expected = evaluate_uncertainty(probabilities, x, y, x_ood=x_ood, ood_score="msp")
     scores = evaluate_uncertainty(logits, x, y, x_ood=x_ood, ood_score="msp", from_logits=True)
     assert scores == pytest.approx(expected, abs=1e-5)
-    with pytest.raises(ValueError, match=r"does not predict probabilities .* pass `from_logits=True`"):
+    with pytest.raises(
+        ValueError, match=r"does not predict probabilities .* pass `from_logits=True`"
+    ):
         evaluate_uncertainty(logits, x, y)
 
 
@@ -194,8 +202,14 @@ def test_ood_metrics_match_scikit_learn(sizes, ties, rng):
 
 @pytest.mark.parametrize(
     "votes, expected",
-    [([[0, 0, 1]], 2 / 3), ([[2, 2, 2]], 0.0), ([[0, 1, 2]], 1.0), ([[0, 1]], 1.0),
-     ([[3]], 0.0), ([[0, 0, 1, 1]], 4 / 6)],
+    [
+        ([[0, 0, 1]], 2 / 3),
+        ([[2, 2, 2]], 0.0),
+        ([[0, 1, 2]], 1.0),
+        ([[0, 1]], 1.0),
+        ([[3]], 0.0),
+        ([[0, 0, 1, 1]], 4 / 6),
+    ],
 )
 def test_disagreement_known_values(votes, expected):
     onehot = np.eye(CLASSES)[np.array(votes)] * 0.7 + 0.3 / CLASSES
@@ -229,34 +243,116 @@ def _bad(rng, plain_model, **changes):
 @pytest.mark.parametrize(
     "changes, error, match",
     [
-        ({"y": np.zeros(11, int)}, ValueError, r"`x` and `y` must hold the same number of samples, got 12 inputs and 11 labels"),
-        ({"x": np.zeros((0, FEATURES)), "y": np.zeros(0, int)}, ValueError, r"Argument `x` is empty"),
+        (
+            {"y": np.zeros(11, int)},
+            ValueError,
+            r"`x` and `y` must hold the same number of samples, got 12 inputs and 11 labels",
+        ),
+        (
+            {"x": np.zeros((0, FEATURES)), "y": np.zeros(0, int)},
+            ValueError,
+            r"Argument `x` is empty",
+        ),
         ({"x_ood": np.zeros((0, FEATURES), "float32")}, ValueError, r"Argument `x_ood` is empty"),
-        ({"x_ood": np.zeros((4, FEATURES + 1), "float32")}, ValueError, r"`x_ood` must have the per-sample shape of `x`, got \(6,\) against \(5,\)"),
-        ({"x_ood": [np.zeros((4, FEATURES), "float32")] * 2}, ValueError, r"`x_ood` must have the structure of `x`"),
-        ({"ood_score": "energy"}, ValueError, r"`ood_score` must be one of 'entropy', 'msp', 'mutual_information', got ood_score='energy'"),
-        ({"ood_score": "mutual_information"}, ValueError, r"`ood_score`: 'mutual_information' needs a model with members"),
-        ({"y": np.full(12, CLASSES)}, ValueError, r"`y`: labels must be integers in \[0, 4\) for a model with 4 classes, got \[4, 4, 4\]"),
+        (
+            {"x_ood": np.zeros((4, FEATURES + 1), "float32")},
+            ValueError,
+            r"`x_ood` must have the per-sample shape of `x`, got \(6,\) against \(5,\)",
+        ),
+        (
+            {"x_ood": [np.zeros((4, FEATURES), "float32")] * 2},
+            ValueError,
+            r"`x_ood` must have the structure of `x`",
+        ),
+        (
+            {"ood_score": "energy"},
+            ValueError,
+            r"`ood_score` must be one of 'entropy', 'msp', 'mutual_information', got "
+            r"ood_score='energy'",
+        ),
+        (
+            {"ood_score": "mutual_information"},
+            ValueError,
+            r"`ood_score`: 'mutual_information' needs a model with members",
+        ),
+        (
+            {"y": np.full(12, CLASSES)},
+            ValueError,
+            r"`y`: labels must be integers in \[0, 4\) for a model with 4 classes, got \[4, 4, 4\]",
+        ),
         ({"y": -np.ones(12, int)}, ValueError, r"`y`: labels must be integers in \[0, 4\)"),
         ({"y": np.full(12, 0.5)}, ValueError, r"`y` must hold integer class labels"),
         ({"y": np.full(12, np.nan)}, ValueError, r"`y` must hold integer class labels"),
-        ({"y": np.zeros((12, 3))}, ValueError, r"`y` must hold integer labels \(N,\) or \(N, 1\) or one-hot labels \(N, 4\)"),
-        ({"y": np.full((12, CLASSES), 0.5)}, ValueError, r"`y`: one-hot labels of shape \(12, 4\) must be non-negative rows that sum to 1"),
-        ({"batch_size": 0}, ValueError, r"Argument `batch_size` \(the batch size of predict, or None\) must be an integer >= 1, got batch_size=0"),
-        ({"batch_size": 2.0}, TypeError, r"Argument `batch_size` .* must be an integer >= 1, got 2.0 of type float"),
-        ({"num_bins": 0}, ValueError, r"Argument `num_bins` \(the number of confidence bins\) must be an integer >= 1, got num_bins=0"),
+        (
+            {"y": np.zeros((12, 3))},
+            ValueError,
+            r"`y` must hold integer labels \(N,\) or \(N, 1\) or one-hot labels \(N, 4\)",
+        ),
+        (
+            {"y": np.full((12, CLASSES), 0.5)},
+            ValueError,
+            r"`y`: one-hot labels of shape \(12, 4\) must be non-negative rows that sum to 1",
+        ),
+        (
+            {"batch_size": 0},
+            ValueError,
+            r"Argument `batch_size` \(the batch size of predict, or None\) must be an integer "
+            r">= 1, got batch_size=0",
+        ),
+        (
+            {"batch_size": 2.0},
+            TypeError,
+            r"Argument `batch_size` .* must be an integer >= 1, got 2.0 of type float",
+        ),
+        (
+            {"num_bins": 0},
+            ValueError,
+            r"Argument `num_bins` \(the number of confidence bins\) must be an integer >= 1, "
+            r"got num_bins=0",
+        ),
         ({"num_bins": "15"}, TypeError, r"Argument `num_bins` .* got '15' of type str"),
-        ({"from_logits": "no"}, TypeError, r"Argument `from_logits` must be True or False, got 'no'"),
+        (
+            {"from_logits": "no"},
+            TypeError,
+            r"Argument `from_logits` must be True or False, got 'no'",
+        ),
         ({"model": "model"}, TypeError, r"`model` must be a keras.Model or a non-empty list"),
         ({"model": []}, TypeError, r"`model` must be a keras.Model or a non-empty list"),
-        ({"x": np.full((12, FEATURES), np.nan, "float32")}, ValueError, r"Argument `x` contains 60 NaN or infinite values"),
-        ({"x_ood": np.full((3, FEATURES), np.inf, "float32")}, ValueError, r"Argument `x_ood` contains 15 NaN or infinite values"),
+        (
+            {"x": np.full((12, FEATURES), np.nan, "float32")},
+            ValueError,
+            r"Argument `x` contains 60 NaN or infinite values",
+        ),
+        (
+            {"x_ood": np.full((3, FEATURES), np.inf, "float32")},
+            ValueError,
+            r"Argument `x_ood` contains 15 NaN or infinite values",
+        ),
     ],
-    ids=["lengths", "empty_x", "empty_ood", "ood_shape", "ood_structure", "unknown_score",
-         "mi_without_members", "label_too_large", "label_negative", "label_fraction",
-         "label_nan", "label_shape", "onehot_not_rows", "batch_size", "batch_size_float",
-         "num_bins", "num_bins_str", "from_logits_str",
-         "not_a_model", "empty_ensemble", "nan_inputs", "inf_ood_inputs"],
+    ids=[
+        "lengths",
+        "empty_x",
+        "empty_ood",
+        "ood_shape",
+        "ood_structure",
+        "unknown_score",
+        "mi_without_members",
+        "label_too_large",
+        "label_negative",
+        "label_fraction",
+        "label_nan",
+        "label_shape",
+        "onehot_not_rows",
+        "batch_size",
+        "batch_size_float",
+        "num_bins",
+        "num_bins_str",
+        "from_logits_str",
+        "not_a_model",
+        "empty_ensemble",
+        "nan_inputs",
+        "inf_ood_inputs",
+    ],
 )
 def test_bad_input_raises_clear_errors(changes, error, match, rng, plain_model):
     with pytest.raises(error, match=match):

@@ -5,10 +5,9 @@ import gzip
 import keras
 import numpy as np
 import pytest
+from script_loader import load_script
 
 import keras_agrlearn
-
-from script_loader import load_script
 
 
 def load_example(name):
@@ -79,7 +78,9 @@ def test_mnist1d_example_runs():
     assert x.shape == (160, 40, 1) and x_test.shape == (40, 40, 1)
     assert x.dtype == np.float32 and set(np.unique(y)) <= set(range(10))
     keras.backend.clear_session()
-    results = example.main(["--samples", "200", "--epochs", "1", "--width", "1", "--batch-size", "40"])
+    results = example.main(
+        ["--samples", "200", "--epochs", "1", "--width", "1", "--batch-size", "40"]
+    )
     assert set(results) == {"plain", "plain_wide", "replicate", "contextual", "group"}
     for scores in results.values():
         assert 0.0 <= scores["accuracy"] <= 1.0 and scores["nll"] > 0

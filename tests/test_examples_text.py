@@ -1,13 +1,11 @@
 """examples/text_classification.py, offline: IMDB replaced by tfds mock data."""
 
-
 import numpy as np
 import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from script_loader import load_script  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +27,22 @@ def test_imdb_loads_as_texts_and_labels(example):
 def test_example_runs_end_to_end(example, kind, capsys):
     with tfds.testing.mock_data(num_examples=8):
         results = example.main(
-            ["--backbone", kind, "--epochs", "1", "--batch-size", "4", "--length", "12",
-             "--vocabulary", "50", "--n", "2", "--width", "1.5"]
+            [
+                "--backbone",
+                kind,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--length",
+                "12",
+                "--vocabulary",
+                "50",
+                "--n",
+                "2",
+                "--width",
+                "1.5",
+            ]
         )
     assert set(results) == {"plain", "agrlearn n=2 width=1.5"}
     assert all(0.0 <= accuracy <= 1.0 for accuracy in results.values())

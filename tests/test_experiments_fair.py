@@ -15,8 +15,17 @@ def quick_run(tmp_path_factory):
     if keras.backend.backend() != "jax":
         pytest.skip("the study runs on JAX (its report names the backend); one smoke run suffices")
     out = tmp_path_factory.mktemp("fair")
-    argv = ["--quick", "--configs", "mnist1d-128", "--records", str(out / "fair.jsonl"),
-            "--report", str(out / "FAIR.md"), "--cache", str(out / "cache")]
+    argv = [
+        "--quick",
+        "--configs",
+        "mnist1d-128",
+        "--records",
+        str(out / "fair.jsonl"),
+        "--report",
+        str(out / "FAIR.md"),
+        "--cache",
+        str(out / "cache"),
+    ]
     fair.main(argv)
     return out, argv
 
@@ -40,8 +49,13 @@ def test_quick_run_records_every_arm_with_its_cost(quick_run):
             for split in ("val", "test"):
                 assert 0.0 <= ev[split]["acc"] <= 1.0 and ev[split]["nll"] > 0
     report = (out / "FAIR.md").read_text()
-    for heading in ("## Budgets", "## `mnist1d-128`", "## Decision", "## Data efficiency",
-                    "## Uncertainty against the deep ensemble"):
+    for heading in (
+        "## Budgets",
+        "## `mnist1d-128`",
+        "## Decision",
+        "## Data efficiency",
+        "## Uncertainty against the deep ensemble",
+    ):
         assert heading in report
     assert (out / "fair_budgets.png").stat().st_size > 0
 
@@ -77,8 +91,12 @@ def test_budget_is_the_smallest_within_half_a_point_of_the_best(accuracies, expe
 
 
 def row(arm, train_x, infer_x, accs):
-    return {"arm": arm, "train_x": train_x, "infer_x": infer_x,
-            "by_seed": [(s, {"val": {"acc": a}, "test": {"acc": a}}) for s, a in enumerate(accs)]}
+    return {
+        "arm": arm,
+        "train_x": train_x,
+        "infer_x": infer_x,
+        "by_seed": [(s, {"val": {"acc": a}, "test": {"acc": a}}) for s, a in enumerate(accs)],
+    }
 
 
 def test_paired_interval_matches_the_t_distribution():

@@ -35,8 +35,14 @@ def test_every_phase_writes_records_and_report(quick_run):
         if run["n"] > 1 and run["phase"] != "data":
             assert set(run["protocols"]) == set(reproduce.PROTOCOLS)
     text = (out / "EARLIER_STUDIES.md").read_text()
-    for heading in ("n x width", "Training length", "test protocols", "input repetition",
-                    "Data efficiency", "digits"):
+    for heading in (
+        "n x width",
+        "Training length",
+        "test protocols",
+        "input repetition",
+        "Data efficiency",
+        "digits",
+    ):
         assert heading in text
     for plot in ("grid.png", "training_length.png", "data_efficiency.png"):
         assert (out / plot).stat().st_size > 0

@@ -37,7 +37,9 @@ def inputs(batch):
     return np.random.default_rng(batch).normal(size=(batch, 6)).astype("float32")
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="SavedModel export is tested under the TensorFlow backend")
+@pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="SavedModel export is tested under the TensorFlow backend"
+)
 @pytest.mark.parametrize("inference", INFERENCE)
 def test_saved_model_reproduces_predict(inference, tmp_path):
     import tensorflow as tf

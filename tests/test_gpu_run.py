@@ -47,7 +47,9 @@ def test_quick_run_records_and_continues_where_records_stop(tmp_path):
     assert "on device" in (out / "THROUGHPUT_GPU.md").read_text()
     assert "fashion-convnet" in (out / "FAIR_GPU.md").read_text()
 
-    records = {name: (out / name).read_text() for name in ("fair-gpu.jsonl", "throughput-gpu.jsonl")}
+    records = {
+        name: (out / name).read_text() for name in ("fair-gpu.jsonl", "throughput-gpu.jsonl")
+    }
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert {name: (out / name).read_text() for name in records} == records
@@ -66,7 +68,10 @@ def test_priority_arms_come_right_after_their_configuration_budget_runs():
     assert default[: len(budget)] == budget
     convnet_first = [("fashion-convnet", "arms", arm, 0) for arm in PRIORITY]
     assert prioritised[:4] == [budget[0], *convnet_first]
-    assert prioritised[4:8] == [budget[1], *[("fashion-resnet20",) + job[1:] for job in convnet_first]]
+    assert prioritised[4:8] == [
+        budget[1],
+        *[("fashion-resnet20",) + job[1:] for job in convnet_first],
+    ]
 
 
 def test_priority_arms_must_be_arms():

@@ -13,7 +13,11 @@ from keras_agrlearn import _keras_internals
 
 def _sequential():
     return keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(3, name="hidden"), keras.layers.Dense(2, name="head")]
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="hidden"),
+            keras.layers.Dense(2, name="head"),
+        ]
     )
 
 

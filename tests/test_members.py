@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import subclassed_models
 
 import keras_agrlearn
 from keras_agrlearn import members
@@ -10,8 +11,6 @@ from keras_agrlearn import wrap
 from keras_agrlearn._members import RowsToMembers
 from keras_agrlearn._members import SlotsToRows
 from keras_agrlearn._members import TileSlots
-
-import subclassed_models
 
 CLASSES = 3
 
@@ -40,9 +39,7 @@ def two_inputs():
 def hand_built(inference):
     """The README's building blocks with a Flatten between head and output."""
     inputs = keras.Input((5,))
-    x, readout = keras_agrlearn.Aggregate(n=2, inference=inference)(
-        inputs, return_readout=True
-    )
+    x, readout = keras_agrlearn.Aggregate(n=2, inference=inference)(inputs, return_readout=True)
     x = keras.layers.Dense(2 * CLASSES * 2)(x)
     x = keras_agrlearn.Deaggregate(n=2, inference=inference)(x, readout=readout)
     x = keras.layers.Reshape((CLASSES, 2))(x)
@@ -105,8 +102,12 @@ def test_mean_member_logits_reproduce_predict(name, rng):
 
 @pytest.mark.parametrize(
     "name, inference",
-    [("rebuild", "group"), ("rebuild", "contextual"), ("stem_subclassed", "contextual"),
-     ("hand_built", "group")],
+    [
+        ("rebuild", "group"),
+        ("rebuild", "contextual"),
+        ("stem_subclassed", "contextual"),
+        ("hand_built", "group"),
+    ],
 )
 def test_members_are_replicated_whatever_the_inference(name, inference, rng):
     replicate = built(name)

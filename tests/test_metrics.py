@@ -102,9 +102,11 @@ def test_known_values(labels, probs, ece, nll, brier):
 
 @pytest.mark.parametrize(
     "metric",
-    [ExpectedCalibrationError(num_bins=7, from_logits=True, name="e7"),
-     NegativeLogLikelihood(from_logits=True, epsilon=1e-5, name="nll5"),
-     BrierScore(from_logits=True, name="b")],
+    [
+        ExpectedCalibrationError(num_bins=7, from_logits=True, name="e7"),
+        NegativeLogLikelihood(from_logits=True, epsilon=1e-5, name="nll5"),
+        BrierScore(from_logits=True, name="b"),
+    ],
     ids=["ece", "nll", "brier"],
 )
 def test_serialization_round_trip(rng, metric):
@@ -120,18 +122,65 @@ def test_serialization_round_trip(rng, metric):
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda: ExpectedCalibrationError(num_bins=0), ValueError, r"Argument `num_bins` \(the number of confidence bins\) must be an integer >= 1, got num_bins=0"),
-        (lambda: ExpectedCalibrationError(num_bins=2.5), TypeError, r"Argument `num_bins` .* must be an integer >= 1, got 2.5 of type float"),
-        (lambda: ExpectedCalibrationError(num_bins="15"), TypeError, r"Argument `num_bins` .* got '15' of type str"),
-        (lambda: ExpectedCalibrationError(num_bins=True), TypeError, r"Argument `num_bins` .* got True of type bool"),
-        (lambda: NegativeLogLikelihood(epsilon=0), ValueError, r"Argument `epsilon` \(the smallest probability used\) must be a finite number > 0, got epsilon=0"),
-        (lambda: NegativeLogLikelihood(epsilon=float("nan")), ValueError, r"Argument `epsilon` .* got epsilon=nan"),
-        (lambda: NegativeLogLikelihood(epsilon="1e-7"), TypeError, r"Argument `epsilon` .* got '1e-7' of type str"),
-        (lambda: BrierScore(from_logits="yes"), TypeError, r"Argument `from_logits` must be True or False, got 'yes'"),
-        (lambda: NegativeLogLikelihood(from_logits=1), TypeError, r"Argument `from_logits` must be True or False, got 1"),
+        (
+            lambda: ExpectedCalibrationError(num_bins=0),
+            ValueError,
+            r"Argument `num_bins` \(the number of confidence bins\) must be an integer >= 1, "
+            r"got num_bins=0",
+        ),
+        (
+            lambda: ExpectedCalibrationError(num_bins=2.5),
+            TypeError,
+            r"Argument `num_bins` .* must be an integer >= 1, got 2.5 of type float",
+        ),
+        (
+            lambda: ExpectedCalibrationError(num_bins="15"),
+            TypeError,
+            r"Argument `num_bins` .* got '15' of type str",
+        ),
+        (
+            lambda: ExpectedCalibrationError(num_bins=True),
+            TypeError,
+            r"Argument `num_bins` .* got True of type bool",
+        ),
+        (
+            lambda: NegativeLogLikelihood(epsilon=0),
+            ValueError,
+            r"Argument `epsilon` \(the smallest probability used\) must be a finite number > "
+            r"0, got epsilon=0",
+        ),
+        (
+            lambda: NegativeLogLikelihood(epsilon=float("nan")),
+            ValueError,
+            r"Argument `epsilon` .* got epsilon=nan",
+        ),
+        (
+            lambda: NegativeLogLikelihood(epsilon="1e-7"),
+            TypeError,
+            r"Argument `epsilon` .* got '1e-7' of type str",
+        ),
+        (
+            lambda: BrierScore(from_logits="yes"),
+            TypeError,
+            r"Argument `from_logits` must be True or False, got 'yes'",
+        ),
+        (
+            lambda: NegativeLogLikelihood(from_logits=1),
+            TypeError,
+            r"Argument `from_logits` must be True or False, got 1",
+        ),
     ],
-    ids=["bins-zero", "bins-float", "bins-str", "bins-bool", "epsilon-zero",
-         "epsilon-nan", "epsilon-str", "brier-logits-str", "nll-logits-int"],
+    ids=[
+        "bins-zero",
+        "bins-float",
+        "bins-str",
+        "bins-bool",
+        "epsilon-zero",
+        "epsilon-nan",
+        "epsilon-str",
+        "brier-logits-str",
+        "nll-logits-int",
+    ],
 )
 def test_invalid_arguments(make, error, match):
     with pytest.raises(error, match=match):

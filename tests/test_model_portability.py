@@ -16,9 +16,8 @@ import subprocess
 import sys
 
 import keras
-import pytest
-
 import portable_model_helper
+import pytest
 
 TOLERANCE = 1e-5
 HELPER = pathlib.Path(portable_model_helper.__file__)

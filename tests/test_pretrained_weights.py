@@ -2,10 +2,9 @@
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from keras_agrlearn import wrap
 

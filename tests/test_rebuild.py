@@ -112,9 +112,7 @@ def _data(model, rng, size=8):
 
 def train_and_predict(model, x, y, jit_compile):
     """One epoch, then per-sample predictions; returns them."""
-    model.compile(
-        optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile
-    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     predictions = model.predict(x, batch_size=4, verbose=0)

@@ -4,8 +4,8 @@ These graphs have hundreds of layers. TensorFlow and PyTorch train and
 predict them eagerly (seconds each on CPU); JAX compiles the train and predict
 steps instead, since op-by-op JAX compiles every new operation shape and takes
 far longer: about a minute for ResNet50 and MobileNetV3Small, two to four for
-DenseNet121 and EfficientNetB0, which therefore run on JAX only as slow tests. The compiled paths of the other
-backends are covered by the small backbones in test_rebuild.py.
+DenseNet121 and EfficientNetB0, which therefore run on JAX only as slow tests.
+The compiled paths of the other backends are covered by the small backbones in test_rebuild.py.
 """
 
 import keras

@@ -141,7 +141,9 @@ def test_freezing_the_whole_classifier_before_wrapping_leaves_stem_and_head(pres
     model = wrap(classifier, n=2, strategy="stem")
     trainable = {weight.path for weight in model.trainable_weights}
     assert trainable == {
-        "agrlearn_stem/kernel", "predictions_slots/kernel", "predictions_slots/bias"
+        "agrlearn_stem/kernel",
+        "predictions_slots/kernel",
+        "predictions_slots/bias",
     }
     model.trainable = False
     assert not model.trainable_weights

@@ -87,9 +87,7 @@ def _classifier(*body, name="backbone"):
 
 
 def _fit_and_predict(model, rng, jit_compile):
-    model.compile(
-        optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile
-    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     x = rng.random((8, 6)).astype("float32")
     history = model.fit(x, rng.integers(0, CLASSES, 8), batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -122,9 +120,7 @@ def test_lambda_after_the_head_is_reused(strategy, rng):
     inputs = keras.Input((6,))
     x = keras.layers.Dense(8, activation="relu")(inputs)
     x = keras.layers.Dense(CLASSES, name="logits")(x)
-    backbone = keras.Model(
-        inputs, keras.layers.Lambda(lambda t: t / 2.0, name="temperature")(x)
-    )
+    backbone = keras.Model(inputs, keras.layers.Lambda(lambda t: t / 2.0, name="temperature")(x))
     model = wrap(backbone, n=2, strategy=strategy)
     assert model.get_layer("temperature") is backbone.get_layer("temperature")
     assert model.output_names == ["temperature"]
@@ -152,7 +148,11 @@ def test_unknown_layer_after_aggregation_is_refused_with_the_options(kind):
     message = str(error.value)
     assert message.startswith("Layer 'refused' (")
     assert "cannot tell what it does to channels" in message
-    for option in ("`aggregate_after='refused'`", "strategy='stem'", "`supports_aggregation = True`"):
+    for option in (
+        "`aggregate_after='refused'`",
+        "strategy='stem'",
+        "`supports_aggregation = True`",
+    ):
         assert option in message
 
 

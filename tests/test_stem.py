@@ -3,13 +3,12 @@
 import keras
 import numpy as np
 import pytest
+import subclassed_models
 
 from keras_agrlearn import Aggregate
 from keras_agrlearn import wrap
 from keras_agrlearn._stem import STEM_NAME
 from keras_agrlearn._validation import INFERENCE_MODES
-
-import subclassed_models
 
 CLASSES = 3
 
@@ -27,9 +26,7 @@ def _functional():
 
 
 def _fit_and_predict(model, rng, jit_compile):
-    model.compile(
-        optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile
-    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     x = rng.random((8, 6, 6, 2)).astype("float32")
     model.fit(x, rng.integers(0, CLASSES, 8), batch_size=4, epochs=1, verbose=0)
     predictions = model.predict(x, batch_size=4, verbose=0)
@@ -75,9 +72,7 @@ def test_stem_starts_as_the_mean_of_the_slots(rng):
     model = wrap(_functional(), n=3, strategy="stem")
     stem = keras.Model(model.inputs, model.get_layer(STEM_NAME).output)
     x = rng.random((4, 6, 6, 2)).astype("float32")
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(stem(x, training=False)), x, atol=1e-6
-    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stem(x, training=False)), x, atol=1e-6)
 
 
 def test_verbose_names_the_rebuild_strategy(capsys):

@@ -8,11 +8,10 @@ import pytest
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
-from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
-from keras_agrlearn.tuning import leaderboard  # noqa: E402
 from script_loader import load_script  # noqa: E402
 
-
+from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
+from keras_agrlearn.tuning import leaderboard  # noqa: E402
 
 search = load_script("tuning/search.py", "agrlearn_tuning_search")
 
@@ -200,9 +199,19 @@ def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
     assert [row["n"] for row in rows][2] == 3
     assert rows[2]["status"] == "RUNNING"
     assert rows[0].keys() == {
-        "trial", "n", "width", "batch_repetition", "repetition", "learning_rate",
-        "score", "forward_passes", "training_flops", "relative_training_flops",
-        "inference_flops", "fit_seconds", "status",
+        "trial",
+        "n",
+        "width",
+        "batch_repetition",
+        "repetition",
+        "learning_rate",
+        "score",
+        "forward_passes",
+        "training_flops",
+        "relative_training_flops",
+        "inference_flops",
+        "fit_seconds",
+        "status",
     }
 
 
@@ -297,9 +306,7 @@ def test_group_inference_costs_a_pass_per_n_samples(rng):
 
 
 def test_equal_compute_can_be_turned_off(rng):
-    _, last, history = _fit_trial(
-        rng, epochs=2, n=1, width=2.0, equal_compute=False
-    )
+    _, last, history = _fit_trial(rng, epochs=2, n=1, width=2.0, equal_compute=False)
     assert len(history.history["loss"]) == 2
     forward = 2 * (4 * 64 + 64 * 64 + 64 * 3)
     np.testing.assert_allclose(last["relative_training_flops"], forward / PLAIN_FLOPS)
@@ -308,8 +315,9 @@ def test_equal_compute_can_be_turned_off(rng):
 
 def test_passes_from_a_dataset_follow_the_formula(rng):
     tf = pytest.importorskip("tensorflow")
-    hypermodel = AgrLearnHyperModel(_dense_backbone, n=2, width=1.0, batch_repetition=2,
-                                    repetition=0.5)
+    hypermodel = AgrLearnHyperModel(
+        _dense_backbone, n=2, width=1.0, batch_repetition=2, repetition=0.5
+    )
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     x, y = rng.random((12, 4)).astype("float32"), rng.integers(0, 3, 12)

@@ -26,17 +26,29 @@ def test_chief_and_two_workers_complete_every_trial(tmp_path):
     command = [
         sys.executable,
         str(LAUNCHER),
-        "--workers", "2",
-        "--timeout", "540",
+        "--workers",
+        "2",
+        "--timeout",
+        "540",
         "--",
-        "--dataset", "digits",
-        "--samples", "64",
-        "--epochs", "1",
-        "--trials", "2",
-        "--n", "1", "2",
-        "--width", "1", "2",
-        "--verbose", "0",
-        "--output", str(tmp_path),
+        "--dataset",
+        "digits",
+        "--samples",
+        "64",
+        "--epochs",
+        "1",
+        "--trials",
+        "2",
+        "--n",
+        "1",
+        "2",
+        "--width",
+        "1",
+        "2",
+        "--verbose",
+        "0",
+        "--output",
+        str(tmp_path),
     ]
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
@@ -96,6 +108,8 @@ def test_a_failed_worker_stops_every_process(tmp_path, monkeypatch):
     monkeypatch.setattr(launcher, "SEARCH", str(fake))
     stopped = []
     stop = launcher._stop
-    monkeypatch.setattr(launcher, "_stop", lambda processes: stopped.extend(processes) or stop(processes))
+    monkeypatch.setattr(
+        launcher, "_stop", lambda processes: stopped.extend(processes) or stop(processes)
+    )
     assert launcher.launch(2, [], timeout=60) == 1
     assert len(stopped) == 3 and all(process.poll() is not None for process in stopped)

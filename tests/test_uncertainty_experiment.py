@@ -42,8 +42,11 @@ def test_load_idx_round_trip(tmp_path, array, compress):
 
 @pytest.mark.parametrize(
     "content, match",
-    [(b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "announces shape"),
-     (b"PK\x03\x04", "not an IDX file"), (b"", "not an IDX file")],
+    [
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02", "announces shape"),
+        (b"PK\x03\x04", "not an IDX file"),
+        (b"", "not an IDX file"),
+    ],
     ids=["truncated", "zip", "empty"],
 )
 def test_load_idx_refuses_broken_files(tmp_path, content, match):

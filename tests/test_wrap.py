@@ -33,7 +33,9 @@ def nested_sequential(classes=4):
         [
             keras.Input((10,)),
             keras.layers.Dense(16, activation="relu"),
-            keras.Sequential([keras.layers.Dense(12, activation="relu"), keras.layers.Dense(classes)]),
+            keras.Sequential(
+                [keras.layers.Dense(12, activation="relu"), keras.layers.Dense(classes)]
+            ),
         ]
     )
 
@@ -124,9 +126,7 @@ def test_replicate_prediction_depends_on_the_sample_alone(rng):
             model.predict(x, batch_size=batch_size, verbose=0), reference, atol=1e-5
         )
     companions = np.concatenate([x[:5], rng.normal(size=(6, 8, 8, 1)).astype("float32")])
-    np.testing.assert_allclose(
-        model.predict(companions, verbose=0)[:5], reference[:5], atol=1e-5
-    )
+    np.testing.assert_allclose(model.predict(companions, verbose=0)[:5], reference[:5], atol=1e-5)
 
 
 def test_group_prediction_keeps_row_order(rng):
@@ -182,9 +182,7 @@ def test_normalization_state_is_kept(rng):
     assert kept and [layer for layer in model.layers].index(kept[0]) < [
         type(layer).__name__ for layer in model.layers
     ].index("Aggregate")
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(kept[0](x)).mean(axis=0), 0.0, atol=1e-4
-    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kept[0](x)).mean(axis=0), 0.0, atol=1e-4)
 
 
 @pytest.mark.parametrize("inference", ["replicate", "group"])
@@ -195,9 +193,7 @@ def test_save_and_load(inference, tmp_path, rng):
     path = tmp_path / "agr.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(
-        loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
-    )
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_input_pipelines(rng):
@@ -267,7 +263,10 @@ def test_untraceable_subclassed_model_falls_back_to_the_stem_saying_why(capsys):
     wrap(backbone, n=2, classes=3, verbose=True)
     out = capsys.readouterr().out
     assert "strategy='stem'" in out and "`classes=` asks for a new head" in out
-    with pytest.raises(ValueError, match=r"cannot be traced on a symbolic input \(TypeError: needs concrete tensors\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot be traced on a symbolic input \(TypeError: needs concrete tensors\)",
+    ):
         wrap(backbone, n=2)
 
 
@@ -357,7 +356,13 @@ def test_input_and_output_names_are_kept(kind, strategy):
 @pytest.mark.parametrize("strategy", ["rebuild", "stem"])
 def test_an_agrlearn_model_is_not_wrapped_again(strategy):
     model = wrap(mlp(), n=2, strategy=strategy)
-    with pytest.raises(ValueError, match=r"Argument `model`: model 'agrlearn_.*' is already an AgrLearn model \(it holds 'aggregate.*' \(Aggregate\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"Argument `model`: model 'agrlearn_.*' is already an AgrLearn model \(it holds "
+            r"'aggregate.*' \(Aggregate\)"
+        ),
+    ):
         wrap(model, n=2)
 
 
@@ -369,9 +374,7 @@ def test_an_agrlearn_model_inside_a_model_is_not_wrapped_again():
         wrap(outer, n=2)
 
 
-@pytest.mark.parametrize(
-    "positional", [(3, 1.5), (3, None, "group")], ids=["width", "inference"]
-)
+@pytest.mark.parametrize("positional", [(3, 1.5), (3, None, "group")], ids=["width", "inference"])
 def test_arguments_after_n_are_keyword_only(positional):
     with pytest.raises(TypeError, match="positional argument"):
         wrap(mlp(), *positional)

@@ -85,7 +85,9 @@ def test_every_batch_size_in_evaluate_predict(inference, jit_compile, rng):
         assert np.all(np.isfinite(predicted)) and np.isfinite(eval_loss), batch
         np.testing.assert_allclose(predicted.sum(axis=1), 1.0, atol=1e-5)
         if inference == "replicate":
-            np.testing.assert_allclose(eval_loss, cross_entropy(predicted, yb), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                eval_loss, cross_entropy(predicted, yb), rtol=1e-4, atol=1e-5
+            )
             np.testing.assert_allclose(predicted, reference[:batch], rtol=1e-5, atol=1e-6)
     if inference == "replicate":
         # Several batches, the last one partial: rows still follow the samples.

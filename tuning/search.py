@@ -115,12 +115,8 @@ def make_tuner(args, hypermodel):
     if args.tuner == "random":
         return keras_tuner.RandomSearch(hypermodel, max_trials=args.trials, **common)
     if args.tuner == "bayesian":
-        return keras_tuner.BayesianOptimization(
-            hypermodel, max_trials=args.trials, **common
-        )
-    return keras_tuner.Hyperband(
-        hypermodel, max_epochs=args.epochs, factor=args.factor, **common
-    )
+        return keras_tuner.BayesianOptimization(hypermodel, max_trials=args.trials, **common)
+    return keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=args.factor, **common)
 
 
 def is_worker():
@@ -247,8 +243,7 @@ def parse_args(argv):
         "--trials",
         type=int,
         default=10,
-        help="trials to run (random, bayesian); Hyperband's count follows "
-        "--epochs and --factor",
+        help="trials to run (random, bayesian); Hyperband's count follows --epochs and --factor",
     )
     parser.add_argument(
         "--epochs",
@@ -278,8 +273,7 @@ def parse_args(argv):
     parser.add_argument(
         "--equal-epochs",
         action="store_true",
-        help="train every trial --epochs epochs instead of the plain network's "
-        "training FLOPs",
+        help="train every trial --epochs epochs instead of the plain network's training FLOPs",
     )
     parser.add_argument(
         "--learning-rate",
@@ -294,7 +288,8 @@ def parse_args(argv):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--data-dir", default=None,
+        "--data-dir",
+        default=None,
         help="tensorflow-datasets directory; also the MNIST-1D cache",
     )
     parser.add_argument("--overwrite", action="store_true", help="start afresh")

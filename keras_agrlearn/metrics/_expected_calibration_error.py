@@ -62,11 +62,15 @@ class ExpectedCalibrationError(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         probs, labels = _labels.probabilities_and_labels(y_true, y_pred, self.from_logits)
         confidence = ops.max(probs, axis=-1)
-        correct = ops.cast(ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), labels), "float32")
+        correct = ops.cast(
+            ops.equal(ops.cast(ops.argmax(probs, axis=-1), "int32"), labels), "float32"
+        )
         weights = _labels.flat_weights(sample_weight, ops.shape(confidence)[0])
         # A confidence of exactly 1 belongs to the last bin, not one past it.
         bins = ops.minimum(ops.cast(confidence * self.num_bins, "int32"), self.num_bins - 1)
-        membership = ops.one_hot(bins, self.num_bins, dtype="float32") * ops.expand_dims(weights, -1)
+        membership = ops.one_hot(bins, self.num_bins, dtype="float32") * ops.expand_dims(
+            weights, -1
+        )
         self.counts.assign_add(ops.sum(membership, axis=0))
         self.confidences.assign_add(ops.matmul(confidence, membership))
         self.corrects.assign_add(ops.matmul(correct, membership))

@@ -17,9 +17,7 @@ from keras_agrlearn._wrap import wrap
 # Arguments of `wrap` that the hypermodel sets per trial; every other keyword
 # of `wrap` is passed through unchanged and stays the same in every trial.
 _TUNED = ("model", "n", "width", "inference", "repetition", "batch_repetition")
-_WRAP_OPTIONS = tuple(
-    name for name in inspect.signature(wrap).parameters if name not in _TUNED
-)
+_WRAP_OPTIONS = tuple(name for name in inspect.signature(wrap).parameters if name not in _TUNED)
 
 
 class AgrLearnHyperModel(keras_tuner.HyperModel):
@@ -36,15 +34,16 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
 
     **Equal compute.** A trial's training cost is its forward FLOPs per pass
     (the built model's, counted from its layers: two FLOPs per kernel weight
-    and output position, so a model widened by `width` costs about
-    `width**2` times the backbone's per pass) times its passes per epoch: an n-fold model feeds one group of n
-    samples per pass, input repetition r fills all n slots with a share r of
-    the samples, and batch repetition b groups each batch b times, so it
-    makes about `b * (r + (1 - r) / n)` passes per training sample (counted
-    per batch, as `Aggregate` groups it, when the training data are arrays;
-    by this formula for a dataset or generator). With `equal_compute=True`
-    (the default) the `epochs` passed to `search` are the plain network's
-    budget (the backbone with `n=1`, `width=1`), and each trial trains
+    and output position, so a model widened by `width` costs about `width**2`
+    times the backbone's per pass) times its passes per epoch: an n-fold model
+    feeds one group of n samples per pass, input repetition r fills all n
+    slots with a share r of the samples, and batch repetition b groups each
+    batch b times, so it makes about `b * (r + (1 - r) / n)` passes per
+    training sample (counted per batch, as `Aggregate` groups it, when the
+    training data are arrays; by this formula for a dataset or generator).
+    With `equal_compute=True` (the default) the `epochs` passed to `search`
+    are the plain network's budget (the backbone with `n=1`, `width=1`), and
+    each trial trains
 
         epochs * plain FLOPs per epoch / trial FLOPs per epoch
 
@@ -164,9 +163,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         self.batch_repetition = (
             None
             if batch_repetition is None
-            else _choices(
-                batch_repetition, _validation.check_batch_repetition, "batch_repetition"
-            )
+            else _choices(batch_repetition, _validation.check_batch_repetition, "batch_repetition")
         )
         self.repetition = (
             None
@@ -234,9 +231,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         if self.equal_compute:
             kwargs["epochs"] = max(1, _round(epochs / cost))
             if initial_epoch:
-                kwargs["initial_epoch"] = min(
-                    kwargs["epochs"] - 1, _round(initial_epoch / cost)
-                )
+                kwargs["initial_epoch"] = min(kwargs["epochs"] - 1, _round(initial_epoch / cost))
         trained = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
         start = time.perf_counter()
         history = model.fit(*args, **kwargs)
@@ -278,8 +273,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         backbone = self.backbone()
         if not isinstance(backbone, keras.Model):
             raise TypeError(
-                "The `backbone` callable must return a keras.Model, got "
-                f"{type(backbone).__name__}."
+                f"The `backbone` callable must return a keras.Model, got {type(backbone).__name__}."
             )
         return backbone
 
@@ -345,14 +339,9 @@ def _declare(hp, name, values):
 
 def _learning_rate_range(learning_rate):
     """`(value,)` for a fixed learning rate, `(min, max)` for a range."""
-    values = (
-        tuple(learning_rate)
-        if isinstance(learning_rate, (list, tuple))
-        else (learning_rate,)
-    )
+    values = tuple(learning_rate) if isinstance(learning_rate, (list, tuple)) else (learning_rate,)
     valid = len(values) in (1, 2) and all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0
-        for v in values
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 for v in values
     )
     if not valid or (len(values) == 2 and not values[0] < values[1]):
         raise ValueError(
@@ -370,6 +359,4 @@ def _copy(obj):
     """
     if obj is None or isinstance(obj, str) or not hasattr(obj, "get_config"):
         return obj
-    return keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(obj)
-    )
+    return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
