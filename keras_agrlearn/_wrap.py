@@ -198,6 +198,7 @@ def wrap(
 
     Example:
 
+    >>> import keras
     >>> backbone = keras.Sequential([
     ...     keras.Input((8, 8, 1)),
     ...     keras.layers.Conv2D(8, 3, activation="relu"),

@@ -60,14 +60,16 @@ def inputs_for(name, rng, count=7):
 
 MODELS = {
     "rebuild": lambda inference: wrap(cnn(), n=3, width=1.5, inference=inference, seed=1),
-    "rebuild_logits": lambda inference: wrap(cnn(None), n=3, inference=inference, seed=1),
+    "rebuild_logits": lambda inference: wrap(
+        cnn(None), n=3, width=1.5, inference=inference, seed=1
+    ),
     "stem_functional": lambda inference: wrap(
         cnn(), n=2, inference=inference, strategy="stem", seed=1
     ),
     "stem_subclassed": lambda inference: wrap(
         subclassed(), n=2, inference=inference, classes=CLASSES, seed=1
     ),
-    "two_inputs": lambda inference: wrap(two_inputs(), n=2, inference=inference, seed=1),
+    "two_inputs": lambda inference: wrap(two_inputs(), n=2, width=1.5, inference=inference, seed=1),
     "hand_built": hand_built,
 }
 

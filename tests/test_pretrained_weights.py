@@ -133,7 +133,7 @@ def test_head_slots_start_as_the_pretrained_head():
         )
 
 
-@pytest.mark.parametrize("width", [None, 1.5])
+@pytest.mark.parametrize("width", [1.73, 1.5])
 def test_reset_pretrained_weights_warn_naming_stem(width):
     backbone = _pretend_pretrained(_mlp())
     with pytest.warns(UserWarning, match='strategy="stem"') as record:
@@ -181,12 +181,12 @@ def test_trained_model_warns_through_its_optimizer():
     backbone.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        wrap(backbone, n=3)
+        wrap(backbone, n=3, width=1.5)
     assert not _pretrained_warnings(record)
     x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
     backbone.fit(x, np.arange(8) % 3, epochs=1, batch_size=8, verbose=0)
     with pytest.warns(UserWarning, match='strategy="stem"'):
-        wrap(backbone, n=3)
+        wrap(backbone, n=3, width=1.5)
 
 
 def test_width_one_warns_for_layers_it_cannot_keep():
