@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT))
 import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
+from experiments.flops import passes_per_epoch  # noqa: E402
+from experiments.records import load_jsonl as load_records  # noqa: E402
 from experiments.scoring import scores  # noqa: E402
 from keras_agrlearn import _keras_internals  # noqa: E402
 
@@ -127,16 +129,6 @@ def load(name, options):
     return datasets.load_fashion_mnist(train_size=options.fashion_train)
 
 
-def forward_passes(n, repetition, batch_repetition, samples, batch_size):
-    """Groups one epoch feeds the network (the plain model: one per sample)."""
-    total = 0
-    for start in range(0, samples, batch_size):
-        batch = min(batch_size, samples - start)
-        repeated = int(repetition * batch + 0.5) if repetition else 0
-        total += batch_repetition * (repeated + math.ceil((batch - repeated) / n))
-    return total
-
-
 def settings(model):
     """The resolved AgrLearn settings of a wrapped model (None: plain)."""
     layers = [
@@ -183,12 +175,12 @@ def train(workflow, candidate, seed, data, options):
     passes = (
         len(x)
         if resolved is None
-        else forward_passes(
+        else passes_per_epoch(
+            len(x),
+            spec["batch_size"],
             resolved["n"],
             resolved["repetition"],
             resolved["batch_repetition"],
-            len(x),
-            spec["batch_size"],
         )
     )
     return {
@@ -209,16 +201,6 @@ def train(workflow, candidate, seed, data, options):
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
     }
-
-
-def load_records(path):
-    records = {}
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                records[record["key"]] = record
-    return records
 
 
 def pending(options):

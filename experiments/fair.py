@@ -50,6 +50,7 @@ import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
 from experiments import flops  # noqa: E402
+from experiments.records import load_jsonl as load_records  # noqa: E402
 from keras_agrlearn.metrics import BrierScore  # noqa: E402
 from keras_agrlearn.metrics import ExpectedCalibrationError  # noqa: E402
 from keras_agrlearn.metrics import NegativeLogLikelihood  # noqa: E402
@@ -413,16 +414,6 @@ def run(job, data, options):
 
 def job_key(job):
     return "|".join(str(job[k]) for k in ("config", "phase", "arm", "seed", "budget", "fraction"))
-
-
-def load_records(path):
-    records = {}
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                records[record["key"]] = record
-    return records
 
 
 def budget_records(records, config):

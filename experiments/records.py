@@ -12,6 +12,17 @@ import numpy as np
 PROTOCOLS = ("replicate", "contextual", "group")
 
 
+def load_jsonl(path):
+    """The records of one JSON-lines file by key, the last per key ({} if absent)."""
+    records = {}
+    if Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                records[record["key"]] = record
+    return records
+
+
 def load_records(records_dir, pattern="records*.jsonl"):
     """The records of the JSON-lines files matching `pattern`, the last per key."""
     records = {}
