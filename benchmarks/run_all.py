@@ -102,6 +102,19 @@ def throughput_table(report, backbone):
     return "\n".join(lines)
 
 
+def worst_limit_ratios(t, backbone, ns):
+    """Worst wrapped / limit ratio over n, for fit and for predict (both protocols)."""
+    fit = max(t[backbone, "replicate", n, "fit"] / t[backbone, "limit", n, "fit"] for n in ns)
+    predict = max(
+        max(
+            t[backbone, "replicate", n, "predict"] / t[backbone, "limit-replicate", n, "predict"],
+            t[backbone, "group", n, "predict"] / t[backbone, "limit-group", n, "predict"],
+        )
+        for n in ns
+    )
+    return fit, predict
+
+
 def targets_table(reports):
     """The worst case of each target's ratio, per backend and backbone."""
     lines = [
@@ -114,14 +127,7 @@ def targets_table(reports):
         ns = report["args"]["ns"]
         for b in report["args"]["backbones"]:
             plain = t[b, "plain", 1, "predict"]
-            fit = max(t[b, "replicate", n, "fit"] / t[b, "limit", n, "fit"] for n in ns)
-            predict = max(
-                max(
-                    t[b, "replicate", n, "predict"] / t[b, "limit-replicate", n, "predict"],
-                    t[b, "group", n, "predict"] / t[b, "limit-group", n, "predict"],
-                )
-                for n in ns
-            )
+            fit, predict = worst_limit_ratios(t, b, ns)
             replicate = max(t[b, "replicate", n, "predict"] / plain for n in ns)
             group = min(plain / t[b, "group", n, "predict"] / n for n in ns)
             lines.append(

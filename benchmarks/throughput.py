@@ -66,6 +66,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
+from experiments.records import load_jsonl  # noqa: E402
 from keras_agrlearn import Aggregate  # noqa: E402
 from keras_agrlearn import Deaggregate  # noqa: E402
 from keras_agrlearn import _keras_internals  # noqa: E402
@@ -463,20 +464,10 @@ def record_key(args):
     return f"{keras.backend.backend()}|{json.dumps(settings, sort_keys=True)}"
 
 
-def load_records(path):
-    """The records of a JSON-lines file, the last per key."""
-    records = {}
-    if path and os.path.exists(path):
-        with open(path) as lines:
-            for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    records[record["key"]] = record
-    return records
-
-
 def goals_table(records):
     """The GPU goals per record and backbone, worst case over n."""
+    import run_all
+
     lines = [
         f"| backend | dtype policy | input | backbone | fit wrapped / limit (<= {LIMIT_TARGET}) "
         f"| predict wrapped / limit (<= {LIMIT_TARGET}) "
@@ -490,14 +481,7 @@ def goals_table(records):
         }
         ns = report["args"]["ns"]
         for b in report["args"]["backbones"]:
-            fit = max(t[b, "replicate", n, "fit"] / t[b, "limit", n, "fit"] for n in ns)
-            predict = max(
-                max(
-                    t[b, "replicate", n, "predict"] / t[b, "limit-replicate", n, "predict"],
-                    t[b, "group", n, "predict"] / t[b, "limit-group", n, "predict"],
-                )
-                for n in ns
-            )
+            fit, predict = run_all.worst_limit_ratios(t, b, ns)
             group = None
             if GROUP_N in ns:
                 group = t[b, "plain", 1, "predict"] / t[b, "group", GROUP_N, "predict"] / GROUP_N
@@ -520,7 +504,7 @@ def records_tables(path):
     """Markdown: the goals, then each record's tables, with machine and versions."""
     import run_all
 
-    records = list(load_records(path).values())
+    records = list(load_jsonl(path).values())
     parts = ["### Goals, worst case over n\n", goals_table(records) + "\n"]
     for report in records:
         args = report["args"]
@@ -555,7 +539,7 @@ def main(argv=None):
         print(text)
         return text
     key = record_key(args)
-    if key in load_records(args.records):
+    if args.records and key in load_jsonl(args.records):
         print(f"already recorded in {args.records}: {key}")
         return None
     if keras.backend.backend() == "torch" and os.environ.get("OMP_NUM_THREADS"):
