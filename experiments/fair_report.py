@@ -220,54 +220,61 @@ def budget_section(records, config, budgets, chosen):
     return [f"- `{config}`: " + "; ".join(cells)]
 
 
-def data_section(records, config, fractions):
-    runs = [r for r in records if r["config"] == config and r["phase"] in ("data", "arms")]
-    arms = sorted({r["arm"] for r in runs if r["phase"] == "data"})
+def data_points(config, spec, fractions):
+    """(configuration, phase, fraction, share of the full training set) of each curve point."""
+    share = spec.get("data_share", 1.0)
+    points = [(config, "data", f, f * share) for f in spec.get("data_fractions", fractions)]
+    points.append((config, "arms", 1.0, share))
+    if "data_full" in spec:
+        points.append((spec["data_full"], "arms", 1.0, 1.0))
+    return points
+
+
+def data_section(records, config, spec, fractions, samples):
+    points = data_points(config, spec, fractions)
+    arms = sorted({r["arm"] for r in records if r["config"] == config and r["phase"] == "data"})
     if not arms:
         return [], {}
+    shares = [share for *_, share in points]
+    rows_at = {share: rows_of(records, c, phase, f) for c, phase, f, share in points}
     curves = {}
     for arm in arms:
-        for fraction in (*fractions, 1.0):
-            values = [
-                r["evaluations"]["replicate"]["test"]["acc"]
-                for r in runs
-                if r["arm"] == arm and r["fraction"] == fraction
-            ]
-            if values:
-                curves.setdefault(arm, {})[fraction] = (float(np.mean(values)), len(values))
+        for share in shares:
+            row = rows_at[share].get(arm)
+            if row:
+                curves.setdefault(arm, {})[share] = (
+                    mean_of(row, "test", "acc"),
+                    len(row["by_seed"]),
+                )
     target = curves.get("plain", {}).get(1.0, (math.nan,))[0]
+    header = " | ".join(f"{100 * s:g} %" for s in shares)
     lines = [
-        f"Test accuracy % (seeds) at each share of the 3,200 training samples; the last column is "
-        f"the share each arm needs to reach plain's full-data test accuracy "
+        f"Test accuracy % (seeds) at each share of the {samples:,} training samples; the last "
+        f"column is the share each arm needs to reach plain's full-data test accuracy "
         f"({100 * target:.2f} %), "
-        'interpolated linearly ("> 100 %" where it never does).',
+        'interpolated linearly ("> 100 %" where it never does; "-" where a point is missing).',
         "",
-        "| arm | "
-        + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0))
-        + " | share needed |",
-        "|---|" + "---|" * (len(fractions) + 2),
+        f"| arm | {header} | share needed |",
+        "|---|" + "---|" * (len(shares) + 1),
     ]
     for arm, curve in curves.items():
-        cells = [
-            f"{100 * curve[f][0]:.2f} ({curve[f][1]})" if f in curve else "-"
-            for f in (*fractions, 1.0)
-        ]
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {share_needed(curve, target)} |")
+        cells = [f"{100 * curve[s][0]:.2f} ({curve[s][1]})" if s in curve else "-" for s in shares]
+        needed = share_needed(curve, target) if 1.0 in curve or arm == "plain" else "-"
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {needed} |")
     lines += [
         "",
         "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
         "interval):",
         "",
-        "| arm | " + " | ".join(f"{int(100 * f)} %" for f in (*fractions, 1.0)) + " |",
-        "|---|" + "---|" * (len(fractions) + 1),
+        f"| arm | {header} |",
+        "|---|" + "---|" * len(shares),
     ]
     for arm in curves:
         if arm == "plain":
             continue
         cells = []
-        for fraction in (*fractions, 1.0):
-            phase = "arms" if fraction == 1.0 else "data"
-            rows = rows_of(runs, config, phase, fraction)
+        for share in shares:
+            rows = rows_at[share]
             if arm in rows and "plain" in rows:
                 cells.append(fmt_diff(*paired(rows[arm], rows["plain"], "test", "acc")[:2]))
             else:
@@ -304,7 +311,7 @@ def uncertainty_section(records, configs):
         ensemble = rows.get("ensemble")
         if ensemble is None:
             continue
-        for name in ("wrap-paper (replicate)", "wrap-defaults", "wrap-mimo"):
+        for name in ("wrap-paper (replicate)", "wrap-defaults", "wrap-mimo", "wrap-n2"):
             row = rows.get(name)
             if row is None:
                 continue
@@ -392,7 +399,9 @@ def write(records, options, argv):
     configs = [
         (c, fair.CONFIGS[c]["role"]) for c in fair.CONFIGS if any(r["config"] == c for r in records)
     ]
-    meta = sorted({(r["backend"], r["keras"], r["device"]) for r in records})
+    meta = {}
+    for r in records:
+        meta.setdefault((r["backend"], r["keras"], r["device"]), set()).add(r["config"])
     dates = sorted({r["date"] for r in records})
     lines = [
         "# Compute-fair study: `wrap` against the same compute spent on the plain model",
@@ -400,7 +409,10 @@ def write(records, options, argv):
         "Generated by `python experiments/fair.py --report-only` from "
         f"`{Path(options.records).name}`; protocol and decision rule: [PROTOCOL.md](PROTOCOL.md) "
         "(written before the runs). Runs: "
-        + "; ".join(f"{b}, Keras {k}, {d}" for b, k, d in meta)
+        + "; ".join(
+            f"{b}, Keras {k}, {d} ({', '.join(f'`{c}`' for c in sorted(cs))})"
+            for (b, k, d), cs in sorted(meta.items())
+        )
         + (f"; {dates[0]} to {dates[-1]}." if dates else "."),
         "",
         "Costs are relative to `plain` at E epochs: training FLOPs of the whole run, inference "
@@ -417,6 +429,8 @@ def write(records, options, argv):
         "",
     ]
     for config, _ in configs:
+        if "budgets" not in fair.CONFIGS[config]:
+            continue
         chosen = fair.choose_budget({i: r for i, r in enumerate(records)}, config)
         lines += budget_section(records, config, fair.CONFIGS[config]["budgets"], chosen)
     lines += ["", "![budgets](fair_budgets.png)", ""]
@@ -458,7 +472,11 @@ def write(records, options, argv):
         ]
     data_curves = {}
     for config, _ in configs:
-        section, curves = data_section(records, config, fair.DATA_FRACTIONS)
+        spec = fair.CONFIGS[config]
+        full = spec.get("train_size") or fair.CONFIGS.get(spec.get("data_full"), {}).get(
+            "train_size", options.samples.get(spec["data"])
+        )
+        section, curves = data_section(records, config, spec, fair.DATA_FRACTIONS, full)
         if section:
             data_curves[config] = curves
             lines += [f"## Data efficiency: `{config}`", "", *section, ""]
@@ -476,5 +494,5 @@ def write(records, options, argv):
             "",
         ]
     out.write_text("\n".join(lines))
-    plot(records, configs, lambda c: fair.CONFIGS[c]["budgets"], data_curves, out.parent)
+    plot(records, configs, lambda c: fair.CONFIGS[c].get("budgets", ()), data_curves, out.parent)
     print(f"wrote {out}")
