@@ -220,18 +220,25 @@ def budget_section(records, config, budgets, chosen):
     return [f"- `{config}`: " + "; ".join(cells)]
 
 
-def data_points(config, spec, fractions):
+def data_points(config, options):
     """(configuration, phase, fraction, share of the full training set) of each curve point."""
-    share = spec.get("data_share", 1.0)
-    points = [(config, "data", f, f * share) for f in spec.get("data_fractions", fractions)]
-    points.append((config, "arms", 1.0, share))
-    if "data_full" in spec:
+    from experiments import fair
+
+    spec = fair.CONFIGS[config]
+    share = fair.train_size(config, options) / fair.full_size(config, options)
+    fractions = spec.get("data_fractions", fair.DATA_FRACTIONS)
+    points = [(config, "data", f, round(f * share, 4)) for f in fractions]
+    points.append((config, "arms", 1.0, round(share, 4)))
+    if share < 1 and "data_full" in spec:
         points.append((spec["data_full"], "arms", 1.0, 1.0))
     return points
 
 
-def data_section(records, config, spec, fractions, samples):
-    points = data_points(config, spec, fractions)
+def data_section(records, config, options):
+    from experiments import fair
+
+    points = data_points(config, options)
+    samples = fair.full_size(config, options)
     arms = sorted({r["arm"] for r in records if r["config"] == config and r["phase"] == "data"})
     if not arms:
         return [], {}
@@ -472,11 +479,7 @@ def write(records, options, argv):
         ]
     data_curves = {}
     for config, _ in configs:
-        spec = fair.CONFIGS[config]
-        full = spec.get("train_size") or fair.CONFIGS.get(spec.get("data_full"), {}).get(
-            "train_size", options.samples.get(spec["data"])
-        )
-        section, curves = data_section(records, config, spec, fair.DATA_FRACTIONS, full)
+        section, curves = data_section(records, config, options)
         if section:
             data_curves[config] = curves
             lines += [f"## Data efficiency: `{config}`", "", *section, ""]

@@ -219,10 +219,10 @@ if [ "$quick" = 1 ]; then
   # One configuration keeps the quick run within a minute on two cores.
   fair_args=(--quick --configs fashion-convnet)
 else
-  fair_args=(--configs fashion-convnet,fashion-resnet20 --fashion-train 50000
+  fair_args=(--configs fashion-convnet,fashion-resnet8,fashion-resnet20 --fashion-train 50000
              --fashion-dir "$carry/fashion-mnist")
 fi
-fair_args+=(--priority-arms plain,plain-wide-long2,wrap-defaults
+fair_args+=(--priority-arms plain,wrap-n2,wrap-mimo
             --records "$out/fair-gpu.jsonl" --report "$out/FAIR_GPU.md" --device "$device")
 # fair.py writes its report when its workers are done; only a study stopped
 # at the deadline (or not run) needs it written at the end.

@@ -143,3 +143,65 @@ def test_ordered_batches_repeat_per_seed_and_change_per_epoch():
 def test_unknown_configuration_is_refused():
     with pytest.raises(SystemExit):
         fair.parse(["--configs", "mnist1d-16,nope"])
+
+
+def test_unknown_arm_is_refused():
+    with pytest.raises(SystemExit):
+        fair.parse(["--arms", "plain,wider"])
+
+
+def budgets_of(config, e):
+    grid = fair.CONFIGS[config]["budgets"]
+    return {
+        f"{config}-{b}-{s}": budget_record(config, b, s, 0.9 if b >= e else 0.5)
+        for b in grid
+        for s in range(fair.BUDGET_SEEDS)
+    }
+
+
+def test_full_set_configuration_borrows_the_convnet_budget_and_runs_its_own_arms():
+    options = fair.parse(["--configs", "fashion-convnet,fashion-convnet-full"])
+    jobs = fair.queue(options, {})
+    assert all(j is None or j["config"] == "fashion-convnet" for j in jobs)
+    records = budgets_of("fashion-convnet", 10)
+    jobs = [j for j in fair.queue(options, records) if j["phase"] != "budget"]
+    full = [j for j in jobs if j["config"] == "fashion-convnet-full"]
+    assert {j["arm"] for j in full} == {"plain", "wrap-n2"}
+    assert {j["budget"] for j in full} == {10} and {j["seed"] for j in full} == {0, 1, 2}
+    convnet = [j for j in jobs if j["config"] == "fashion-convnet" and j["phase"] == "arms"]
+    assert {j["arm"] for j in convnet} == set(fair.CONFIRMATION_ARMS)
+    long2 = next(j for j in convnet if j["arm"] == "plain-long2")
+    assert long2["epochs"] == 20
+    data = [j for j in jobs if j["phase"] == "data"]
+    assert {j["fraction"] for j in data} == {0.5}
+    # Half the images, twice the epochs: the same optimizer steps.
+    assert {j["epochs"] for j in data if j["arm"] == "plain"} == {20}
+
+
+def test_arms_option_restricts_the_queue():
+    options = fair.parse(["--configs", "fashion-resnet8", "--arms", "plain,wrap-n2"])
+    jobs = fair.queue(options, budgets_of("fashion-resnet8", 5))
+    assert {j["arm"] for j in jobs if j["phase"] == "arms"} == {"plain", "wrap-n2"}
+
+
+@pytest.mark.parametrize(
+    "fashion_train, shares",
+    [("10000", [0.1, 0.2, 1.0]), ("50000", [0.5, 1.0])],
+)
+def test_data_efficiency_points_are_shares_of_the_full_training_set(fashion_train, shares):
+    options = fair.parse(["--configs", "fashion-convnet", "--fashion-train", fashion_train])
+    points = fair_report.data_points("fashion-convnet", options)
+    assert [share for *_, share in points] == shares
+    assert points[-1][0] == (
+        "fashion-convnet-full" if fashion_train == "10000" else "fashion-convnet"
+    )
+
+
+def test_configuration_data_is_its_slice_of_the_training_images():
+    options = fair.parse(["--configs", "fashion-convnet-full", "--fashion-train", "3"])
+    x = np.arange(60000)[:, None]
+    data = ((x[:50000], x[:50000, 0]), (x[:2], x[:2, 0]), (x[:2], x[:2, 0]))
+    (small, _), *_ = fair.config_data("fashion-convnet", data, options)
+    (full, _), *_ = fair.config_data("fashion-convnet-full", data, options)
+    assert len(small) == 3 and len(full) == 50000
+    np.testing.assert_array_equal(small, full[:3])

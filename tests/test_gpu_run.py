@@ -17,7 +17,7 @@ import pytest
 from experiments import fair
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PRIORITY = ["plain", "plain-wide-long2", "wrap-defaults"]
+PRIORITY = ["plain", "wrap-n2", "wrap-mimo"]
 
 
 def lines(path):
@@ -38,7 +38,10 @@ def test_quick_run_records_and_continues_where_records_stop(tmp_path):
     study = lines(out / "fair-gpu.jsonl")
     assert [r["arm"] for r in study[:4]] == ["plain"] + PRIORITY
     assert [r["phase"] for r in study[:4]] == ["budget", "arms", "arms", "arms"]
-    assert {r["arm"] for r in study[4:]} == set(fair.MINIMAL_ARMS) - set(PRIORITY)
+    rest = [r for r in study[4:] if r["phase"] == "arms"]
+    assert {r["arm"] for r in rest} == set(fair.CONFIRMATION_ARMS) - set(PRIORITY)
+    data = {r["arm"] for r in study if r["phase"] == "data"}
+    assert data == set(fair.CONFIGS["fashion-convnet"]["data_arms"])
     (speed,) = lines(out / "throughput-gpu.jsonl")
     assert speed["backend"] == "torch" and speed["args"]["device_input"]
     assert speed["args"]["dtype_policy"] == "mixed_bfloat16"
