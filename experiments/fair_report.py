@@ -217,7 +217,17 @@ def budget_section(records, config, budgets, chosen):
         if values:
             mark = " (E)" if budget == chosen else ""
             cells.append(f"{budget}{mark}: {100 * np.mean(values):.2f} % / {np.mean(nll):.3f}")
-    return [f"- `{config}`: " + "; ".join(cells)]
+    line = f"- `{config}`: " + "; ".join(cells)
+    if chosen is not None and chosen == max(budgets) and len(budgets) > 1:
+        rows = rows_of(records, config)
+        longer = ""
+        if "plain" in rows and "plain-long2" in rows:
+            mean, half, _ = paired(rows["plain-long2"], rows["plain"], "val", "acc")
+            longer = (
+                f": 2E (`plain-long2`) adds {fmt_diff(mean, half)} points of validation accuracy"
+            )
+        line += f" (E is the grid's largest budget{longer})"
+    return [line]
 
 
 def data_points(config, options):
