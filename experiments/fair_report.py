@@ -15,6 +15,10 @@ import numpy as np
 
 # Costs within this factor count as "no more".
 COST_SLACK = 1.1
+# Where no plain arm costs that little, `plain` itself is the comparison if it
+# costs at most this factor in both FLOPs (an AgrLearn arm slightly cheaper
+# than the plain model must not pass the rule for want of a comparison).
+NEAREST_SLACK = 1.25
 SPLIT = {"selection": "val", "confirmation": "test"}
 
 
@@ -110,9 +114,16 @@ def best_matched(rows, agr):
         and row["train_x"] <= COST_SLACK * agr["train_x"]
         and row["infer_x"] <= COST_SLACK * agr["infer_x"]
     ]
-    if not candidates:
-        return None, None
-    return max(candidates, key=lambda item: mean_of(item[1], "val", "acc"))
+    if candidates:
+        return max(candidates, key=lambda item: mean_of(item[1], "val", "acc"))
+    plain = rows.get("plain")
+    if (
+        plain is not None
+        and plain["train_x"] <= NEAREST_SLACK * agr["train_x"]
+        and plain["infer_x"] <= NEAREST_SLACK * agr["infer_x"]
+    ):
+        return "plain", plain
+    return None, None
 
 
 def fmt_diff(mean, half, scale=100.0, digits=2):
@@ -162,8 +173,12 @@ def arms_table(rows, split):
             else:
                 acc = paired(row, matched, split, "acc")
                 nll = paired(row, matched, split, "nll")
+                nearest = not (
+                    matched["train_x"] <= COST_SLACK * row["train_x"]
+                    and matched["infer_x"] <= COST_SLACK * row["infer_x"]
+                )
                 cells += [
-                    f"`{matched_name}`",
+                    f"`{matched_name}`" + (" (nearest cost)" if nearest else ""),
                     fmt_diff(*acc[:2]),
                     fmt_diff(*nll[:2], scale=1.0, digits=3),
                     verdict(*acc[:2]),
@@ -202,6 +217,36 @@ def chosen_default(table, configs):
         if wins > best_wins:
             best, best_wins = name, wins
     return best, best_wins
+
+
+def decision_text(table, configs, best, wins):
+    """The rule's outcome in a sentence, naming the arms it turned down and why."""
+    if best:
+        return (
+            f"By the rule, the defaults become `{best}` ({wins} selection wins, no "
+            "confirmation loss)."
+        )
+    selection = [c for c, role in configs if role == "selection"]
+    confirmation = [c for c, role in configs if role == "confirmation"]
+    refused = []
+    for name, verdicts in table.items():
+        won = [c for c in selection if verdicts.get(c) == "win"]
+        lost = [c for c in confirmation if verdicts.get(c) == "loss"]
+        if won and lost:
+            refused.append(
+                f"`{name}` wins on {', '.join(f'`{c}`' for c in won)} but loses on the "
+                f"confirmation data ({', '.join(f'`{c}`' for c in lost)})"
+            )
+    if not refused:
+        return (
+            "By the rule, **no AgrLearn arm wins** on any selection configuration against the "
+            "plain arms of equal or lower cost; see the README for what the defaults became."
+        )
+    return (
+        "By the rule, **no AgrLearn arm qualifies as the defaults**: "
+        + "; ".join(refused)
+        + ". See the README for what the defaults became."
+    )
 
 
 def budget_section(records, config, budgets, chosen):
@@ -475,18 +520,7 @@ def write(records, options, argv):
         for name, verdicts in table.items():
             lines.append(f"| `{name}` | " + " | ".join(verdicts.get(c, "-") for c in names) + " |")
         best, wins = chosen_default(table, configs)
-        lines += [
-            "",
-            (
-                f"By the rule, the defaults become `{best}` ({wins} selection wins, no "
-                "confirmation loss)."
-                if best
-                else "By the rule, **no AgrLearn arm wins** on any selection configuration "
-                "against the plain arms of equal or lower cost; see the README for what "
-                "the defaults became."
-            ),
-            "",
-        ]
+        lines += ["", decision_text(table, configs, best, wins), ""]
     data_curves = {}
     for config, _ in configs:
         section, curves = data_section(records, config, options)

@@ -126,6 +126,11 @@ def test_best_matched_plain_arm_costs_no_more_in_either_flops():
     assert fair_report.best_matched(rows, defaults)[0] == "plain-wide-long2"
     assert fair_report.best_matched(rows, mimo)[0] == "plain"
     assert fair_report.best_matched(rows, group) == (None, None)
+    # Slightly cheaper than plain in training, dearer in inference: plain is
+    # the comparison, not "none".
+    n2 = row("wrap-n2", 0.81, 1.07, [0.9])
+    assert fair_report.best_matched(rows, n2)[0] == "plain"
+    assert fair_report.best_matched({"plain": rows["plain"]}, row("w", 0.7, 1.0, [0.9]))[0] is None
 
 
 def test_ordered_batches_repeat_per_seed_and_change_per_epoch():
@@ -205,3 +210,16 @@ def test_configuration_data_is_its_slice_of_the_training_images():
     (full, _), *_ = fair.config_data("fashion-convnet-full", data, options)
     assert len(small) == 3 and len(full) == 50000
     np.testing.assert_array_equal(small, full[:3])
+
+
+def test_decision_names_an_arm_refused_for_a_confirmation_loss():
+    configs = [("a", "selection"), ("b", "selection"), ("c", "confirmation")]
+    table = {"wrap-n2": {"a": "win", "b": "tie", "c": "loss"}, "wrap-mimo": {"a": "tie"}}
+    best, wins = fair_report.chosen_default(table, configs)
+    assert best is None
+    text = fair_report.decision_text(table, configs, best, wins)
+    assert "`wrap-n2` wins on `a` but loses on the confirmation data (`c`)" in text
+    table["wrap-n2"]["c"] = "tie"
+    best, wins = fair_report.chosen_default(table, configs)
+    assert (best, wins) == ("wrap-n2", 1)
+    assert "defaults become `wrap-n2`" in fair_report.decision_text(table, configs, best, wins)
