@@ -15,10 +15,6 @@ import numpy as np
 
 # Costs within this factor count as "no more".
 COST_SLACK = 1.1
-# Where no plain arm costs that little, `plain` itself is the comparison if it
-# costs at most this factor in both FLOPs (an AgrLearn arm slightly cheaper
-# than the plain model must not pass the rule for want of a comparison).
-NEAREST_SLACK = 1.25
 SPLIT = {"selection": "val", "confirmation": "test"}
 
 
@@ -114,16 +110,9 @@ def best_matched(rows, agr):
         and row["train_x"] <= COST_SLACK * agr["train_x"]
         and row["infer_x"] <= COST_SLACK * agr["infer_x"]
     ]
-    if candidates:
-        return max(candidates, key=lambda item: mean_of(item[1], "val", "acc"))
-    plain = rows.get("plain")
-    if (
-        plain is not None
-        and plain["train_x"] <= NEAREST_SLACK * agr["train_x"]
-        and plain["infer_x"] <= NEAREST_SLACK * agr["infer_x"]
-    ):
-        return "plain", plain
-    return None, None
+    if not candidates:
+        return None, None
+    return max(candidates, key=lambda item: mean_of(item[1], "val", "acc"))
 
 
 def fmt_diff(mean, half, scale=100.0, digits=2):
@@ -173,12 +162,8 @@ def arms_table(rows, split):
             else:
                 acc = paired(row, matched, split, "acc")
                 nll = paired(row, matched, split, "nll")
-                nearest = not (
-                    matched["train_x"] <= COST_SLACK * row["train_x"]
-                    and matched["infer_x"] <= COST_SLACK * row["infer_x"]
-                )
                 cells += [
-                    f"`{matched_name}`" + (" (nearest cost)" if nearest else ""),
+                    f"`{matched_name}`",
                     fmt_diff(*acc[:2]),
                     fmt_diff(*nll[:2], scale=1.0, digits=3),
                     verdict(*acc[:2]),

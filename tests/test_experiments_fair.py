@@ -126,11 +126,11 @@ def test_best_matched_plain_arm_costs_no_more_in_either_flops():
     assert fair_report.best_matched(rows, defaults)[0] == "plain-wide-long2"
     assert fair_report.best_matched(rows, mimo)[0] == "plain"
     assert fair_report.best_matched(rows, group) == (None, None)
-    # Slightly cheaper than plain in training, dearer in inference: plain is
-    # the comparison, not "none".
+    # wrap-n2 costs less training than plain: only plain-short is matched.
     n2 = row("wrap-n2", 0.81, 1.07, [0.9])
-    assert fair_report.best_matched(rows, n2)[0] == "plain"
-    assert fair_report.best_matched({"plain": rows["plain"]}, row("w", 0.7, 1.0, [0.9]))[0] is None
+    assert fair_report.best_matched(rows, n2) == (None, None)
+    rows["plain-short"] = row("plain-short", 0.8, 1, [0.7])
+    assert fair_report.best_matched(rows, n2)[0] == "plain-short"
 
 
 def test_ordered_batches_repeat_per_seed_and_change_per_epoch():
@@ -223,3 +223,12 @@ def test_decision_names_an_arm_refused_for_a_confirmation_loss():
     best, wins = fair_report.chosen_default(table, configs)
     assert (best, wins) == ("wrap-n2", 1)
     assert "defaults become `wrap-n2`" in fair_report.decision_text(table, configs, best, wins)
+
+
+def test_plain_short_trains_for_wrap_n2s_training_flops():
+    options = fair.parse(["--configs", "fashion-convnet"])
+    share = fair.n2_cost("fashion-convnet", options.samples["fashion"])
+    assert 0.6 < share < 0.95
+    jobs = fair.queue(options, budgets_of("fashion-convnet", 20))
+    (short,) = {j["epochs"] for j in jobs if j["arm"] == "plain-short"}
+    assert short == round(20 * share) < 20
