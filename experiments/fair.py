@@ -135,8 +135,9 @@ CONFIGS = {
         # point while this one trains on part of it).
         data_full="fashion-convnet-full",
     ),
-    # All 50,000 training images, at the E chosen on 10,000: the plain model
-    # and the chosen defaults only (the tutorial's 91 % applies to this set).
+    # All 50,000 training images, at the E chosen on 10,000: the plain model,
+    # the chosen defaults and the plain model at their training FLOPs (the
+    # tutorial's 91 % applies to this set).
     "fashion-convnet-full": dict(
         data="fashion",
         train_size=50000,
@@ -145,7 +146,7 @@ CONFIGS = {
         budget_from="fashion-convnet",
         seeds=3,
         role="confirmation",
-        arms=("plain", "wrap-n2"),
+        arms=("plain", "wrap-n2", "plain-short"),
     ),
     "fashion-resnet8": dict(
         data="fashion",

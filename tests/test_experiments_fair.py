@@ -171,7 +171,7 @@ def test_full_set_configuration_borrows_the_convnet_budget_and_runs_its_own_arms
     records = budgets_of("fashion-convnet", 10)
     jobs = [j for j in fair.queue(options, records) if j["phase"] != "budget"]
     full = [j for j in jobs if j["config"] == "fashion-convnet-full"]
-    assert {j["arm"] for j in full} == {"plain", "wrap-n2"}
+    assert {j["arm"] for j in full} == {"plain", "wrap-n2", "plain-short"}
     assert {j["budget"] for j in full} == {10} and {j["seed"] for j in full} == {0, 1, 2}
     convnet = [j for j in jobs if j["config"] == "fashion-convnet" and j["phase"] == "arms"]
     assert {j["arm"] for j in convnet} == set(fair.CONFIRMATION_ARMS)
