@@ -205,7 +205,12 @@ ARMS = {
         inference=("group",),
     ),
     "wrap-n2": dict(wrap=dict(n=2, width=1.0, repetition=0.5, batch_repetition=1), epochs=1),
+    # Where E is the top of its grid (the plain model still gaining), the same
+    # at 2E, against `plain-long2` (run on request: `--arms wrap-n2-long2`).
+    "wrap-n2-long2": dict(wrap=dict(n=2, width=1.0, repetition=0.5, batch_repetition=1), epochs=2),
 }
+# Arms that run only where `--arms` names them.
+ON_REQUEST = ("wrap-n2-long2",)
 AGRLEARN_ARMS = tuple(a for a in ARMS if a.startswith("wrap-"))
 PLAIN_ARMS = tuple(a for a in ARMS if not a.startswith("wrap-"))
 # Fashion-MNIST (confirmation): plain, the defaults chosen on the selection
@@ -511,13 +516,18 @@ def choose_budget(records, config, seeds=BUDGET_SEEDS):
 
 
 def arms_of(config, phase, only=()):
+    """The configuration's arms of a phase; with `only`, those of them named
+    there, and the on-request arms named there (arms phase)."""
     spec = CONFIGS[config]
     if phase == "data":
         arms = spec.get("data_arms", DATA_ARMS)
     else:
-        arms = spec.get("arms", tuple(ARMS))
+        arms = spec.get("arms", tuple(a for a in ARMS if a not in ON_REQUEST))
         arms = CONFIRMATION_ARMS if arms == "confirmation" else arms
-    return tuple(a for a in arms if not only or a in only)
+        arms = (*arms, *ON_REQUEST)
+    if not only:
+        return tuple(a for a in arms if a not in ON_REQUEST)
+    return tuple(a for a in arms if a in only)
 
 
 def queue(options, records):

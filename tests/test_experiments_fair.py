@@ -34,7 +34,7 @@ def test_quick_run_records_every_arm_with_its_cost(quick_run):
     out, _ = quick_run
     records = list(fair.load_records(out / "fair.jsonl").values())
     arms = {r["arm"] for r in records if r["phase"] == "arms"}
-    assert arms == set(fair.ARMS)
+    assert arms == set(fair.ARMS) - set(fair.ON_REQUEST)
     assert {r["arm"] for r in records if r["phase"] == "data"} == set(fair.DATA_ARMS)
     by_arm = {r["arm"]: r for r in records if r["phase"] == "arms"}
     assert by_arm["plain"]["train_flops_x"] == pytest.approx(1.0)
@@ -232,3 +232,14 @@ def test_plain_short_trains_for_wrap_n2s_training_flops():
     jobs = fair.queue(options, budgets_of("fashion-convnet", 20))
     (short,) = {j["epochs"] for j in jobs if j["arm"] == "plain-short"}
     assert short == round(20 * share) < 20
+
+
+def test_on_request_arms_run_only_where_named():
+    records = budgets_of("fashion-convnet", 20)
+    default = fair.queue(fair.parse(["--configs", "fashion-convnet"]), records)
+    assert "wrap-n2-long2" not in {j["arm"] for j in default}
+    named = fair.parse(
+        ["--configs", "fashion-convnet", "--arms", "wrap-n2-long2", "--phases", "arms"]
+    )
+    jobs = [j for j in fair.queue(named, records) if j["phase"] == "arms"]
+    assert {(j["arm"], j["epochs"]) for j in jobs} == {("wrap-n2-long2", 40)}
