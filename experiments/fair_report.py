@@ -379,6 +379,8 @@ def uncertainty_section(records, configs):
 def plot(records, configs, budgets_of, data_curves, out_dir):
     import matplotlib
 
+    from experiments import fair
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -425,7 +427,9 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
         for ax, (config, curves) in zip(axes[0], data_curves.items()):
             for arm, curve in curves.items():
                 points = sorted((100 * f, 100 * acc) for f, (acc, _) in curve.items())
-                ax.plot(*zip(*points), marker="o", label=arm)
+                # One colour per arm across the panels.
+                colour = f"C{fair.DATA_ARMS.index(arm)}" if arm in fair.DATA_ARMS else None
+                ax.plot(*zip(*points), marker="o", label=arm, color=colour)
             ax.set(
                 xscale="log",
                 xlabel="% of the training data",
