@@ -94,7 +94,12 @@ def rows_of(records, config, phase="arms", fraction=1.0):
         row["by_seed"].sort(key=lambda item: item[0])
         for key in ("train_x", "infer_x", "train_s", "predict_s"):
             row[key] = float(np.median(row[key]))
-    return rows
+    from experiments import fair
+
+    order = {arm: i for i, arm in enumerate(fair.ARMS)}
+    return dict(
+        sorted(rows.items(), key=lambda item: (order.get(item[1]["arm"], len(order)), item[0]))
+    )
 
 
 def mean_of(row, split, metric):
