@@ -3,11 +3,11 @@
 `wrap`, `Aggregate`, `Deaggregate` and `AgrLearnHyperModel` read their
 defaults from here, so an argument means the same thing wherever it appears.
 
-They are the setting the compute-fair study chose by its rule (docs/PROTOCOL.md,
-docs/FAIR.md): n=2 at the backbone's own width, input repetition 0.5 and one
-grouping per batch, which costs about the plain model's training and inference
-FLOPs. It won on the selection data only where a small network overfits small
-data, and tied the plain model of its cost on the confirmation data;
+No setting passed the compute-fair study's rule (docs/PROTOCOL.md,
+docs/FAIR.md), so the defaults are the cheapest setting that keeps the one
+benefit it measured: n=2 at the backbone's own width, input repetition 0.5 and
+one grouping per batch, which costs about the plain model's training and
+inference FLOPs and beats it only where a small network overfits small data.
 docs/RESULTS.md says what it buys and where it does not.
 """
 
