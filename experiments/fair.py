@@ -183,6 +183,8 @@ DEFAULT_CONFIGS = (
 ARMS = {
     "plain": dict(wrap=None, epochs=1),
     "plain-long2": dict(wrap=None, epochs=2),
+    # The flatness check beyond 2E (run on request).
+    "plain-long4": dict(wrap=None, epochs=4),
     "plain-long-matched": dict(wrap=None, epochs="matched"),
     # Plain, trained for the epochs that cost `wrap-n2`'s training FLOPs.
     "plain-short": dict(wrap=None, epochs="n2-matched"),
@@ -210,7 +212,7 @@ ARMS = {
     "wrap-n2-long2": dict(wrap=dict(n=2, width=1.0, repetition=0.5, batch_repetition=1), epochs=2),
 }
 # Arms that run only where `--arms` names them.
-ON_REQUEST = ("wrap-n2-long2",)
+ON_REQUEST = ("wrap-n2-long2", "plain-long4")
 AGRLEARN_ARMS = tuple(a for a in ARMS if a.startswith("wrap-"))
 PLAIN_ARMS = tuple(a for a in ARMS if not a.startswith("wrap-"))
 # Fashion-MNIST (confirmation): plain, the defaults chosen on the selection
