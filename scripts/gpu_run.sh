@@ -222,7 +222,9 @@ else
   fair_args=(--configs fashion-convnet,fashion-resnet8,fashion-resnet20 --fashion-train 50000
              --fashion-dir "$carry/fashion-mnist")
 fi
-fair_args+=(--priority-arms plain,wrap-n2,wrap-mimo
+# The confirmation arms and the longer-schedule lead (the defaults at 2E).
+fair_args+=(--arms plain,wrap-n2,plain-short,wrap-mimo,plain-long2,ensemble,wrap-n2-long2
+            --priority-arms plain,wrap-n2,wrap-mimo
             --records "$out/fair-gpu.jsonl" --report "$out/FAIR_GPU.md" --device "$device")
 # fair.py writes its report when its workers are done; only a study stopped
 # at the deadline (or not run) needs it written at the end.

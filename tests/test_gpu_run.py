@@ -39,7 +39,8 @@ def test_quick_run_records_and_continues_where_records_stop(tmp_path):
     assert [r["arm"] for r in study[:4]] == ["plain"] + PRIORITY
     assert [r["phase"] for r in study[:4]] == ["budget", "arms", "arms", "arms"]
     rest = [r for r in study[4:] if r["phase"] == "arms"]
-    assert {r["arm"] for r in rest} == set(fair.CONFIRMATION_ARMS) - set(PRIORITY)
+    expected = {*fair.CONFIRMATION_ARMS, "wrap-n2-long2"} - set(PRIORITY)
+    assert {r["arm"] for r in rest} == expected
     data = {r["arm"] for r in study if r["phase"] == "data"}
     assert data == set(fair.CONFIGS["fashion-convnet"]["data_arms"])
     (speed,) = lines(out / "throughput-gpu.jsonl")
