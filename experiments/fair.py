@@ -70,53 +70,38 @@ DATA_SEEDS = 3
 # Fashion-MNIST's training images left after the 10,000 that validate.
 FASHION_TRAIN = 50000
 
+
+def selection_config(data, channels, **extra):
+    """A selection configuration: MNIST-1D's Conv1D or digits' CNN at `channels`."""
+    if data == "mnist1d":
+        # Adam at 1e-2, as in MNIST-1D's reference training code.
+        return dict(
+            data=data,
+            backbone=lambda: backbones.mnist1d_conv1d(channels),
+            batch_size=64,
+            seeds=5,
+            role="selection",
+            learning_rate=1e-2,
+            **extra,
+        )
+    return dict(
+        data=data,
+        backbone=lambda: backbones.digits_cnn(channels),
+        batch_size=32,
+        seeds=5,
+        role="selection",
+        **extra,
+    )
+
+
 # Each configuration: data, backbone, batch size, the budget grid (epochs),
 # seeds, and whether it takes part in choosing (selection) or only confirms.
 CONFIGS = {
-    "mnist1d-16": dict(
-        data="mnist1d",
-        backbone=lambda: backbones.mnist1d_conv1d(16),
-        batch_size=64,
-        budgets=(20, 40, 80, 160),
-        seeds=5,
-        role="selection",
-        learning_rate=1e-2,
-    ),
-    "mnist1d-32": dict(
-        data="mnist1d",
-        backbone=lambda: backbones.mnist1d_conv1d(32),
-        batch_size=64,
-        budgets=(20, 40, 80, 160),
-        seeds=5,
-        role="selection",
-        learning_rate=1e-2,
-    ),
-    "mnist1d-128": dict(
-        data="mnist1d",
-        backbone=lambda: backbones.mnist1d_conv1d(128),
-        batch_size=64,
-        budgets=(10, 20, 40, 80),
-        seeds=5,
-        role="selection",
-        learning_rate=1e-2,
-        data_efficiency=True,
-    ),
-    "digits-8": dict(
-        data="digits",
-        backbone=lambda: backbones.digits_cnn(8),
-        batch_size=32,
-        budgets=(10, 20, 40, 80, 160),
-        seeds=5,
-        role="selection",
-    ),
-    "digits-64": dict(
-        data="digits",
-        backbone=lambda: backbones.digits_cnn(64),
-        batch_size=32,
-        budgets=(10, 20, 40, 80),
-        seeds=5,
-        role="selection",
-    ),
+    "mnist1d-16": selection_config("mnist1d", 16, budgets=(20, 40, 80, 160)),
+    "mnist1d-32": selection_config("mnist1d", 32, budgets=(20, 40, 80, 160)),
+    "mnist1d-128": selection_config("mnist1d", 128, budgets=(10, 20, 40, 80), data_efficiency=True),
+    "digits-8": selection_config("digits", 8, budgets=(10, 20, 40, 80, 160)),
+    "digits-64": selection_config("digits", 64, budgets=(10, 20, 40, 80)),
     "fashion-convnet": dict(
         data="fashion",
         backbone=backbones.fashion_convnet,
@@ -318,38 +303,30 @@ def build(config, wrap_args, seed, inference="replicate"):
 
 
 @functools.lru_cache(maxsize=None)
-def matched_factor(config, samples):
-    """Epochs factor at which the plain model costs the defaults' training FLOPs."""
-    spec, defaults = CONFIGS[config], ARMS["wrap-defaults"]["wrap"]
-    batch = spec["batch_size"]
-    plain = flops.training_flops(build(config, None, 0), samples, batch, 1)
-    agr = flops.training_flops(
-        build(config, defaults, 0),
-        samples,
-        batch,
-        1,
-        n=defaults["n"],
-        repetition=defaults["repetition"],
-        batch_repetition=defaults["batch_repetition"],
-    )
-    return max(1, round(agr / plain))
-
-
-@functools.lru_cache(maxsize=None)
-def n2_cost(config, samples):
-    """`wrap-n2`'s training FLOPs per epoch as a share of the plain model's."""
-    spec, n2 = CONFIGS[config], ARMS["wrap-n2"]["wrap"]
+def training_cost(config, samples, arm):
+    """An AgrLearn arm's training FLOPs per epoch as a share of the plain model's."""
+    spec, args = CONFIGS[config], ARMS[arm]["wrap"]
     plain = flops.training_flops(build(config, None, 0), samples, spec["batch_size"], 1)
     agr = flops.training_flops(
-        build(config, n2, 0),
+        build(config, args, 0),
         samples,
         spec["batch_size"],
         1,
-        n=n2["n"],
-        repetition=n2["repetition"],
-        batch_repetition=n2["batch_repetition"],
+        n=args["n"],
+        repetition=args["repetition"],
+        batch_repetition=args["batch_repetition"],
     )
     return agr / plain
+
+
+def matched_factor(config, samples):
+    """Epochs factor at which the plain model costs the defaults' training FLOPs."""
+    return max(1, round(training_cost(config, samples, "wrap-defaults")))
+
+
+def n2_cost(config, samples):
+    """`wrap-n2`'s training FLOPs per epoch as a share of the plain model's."""
+    return training_cost(config, samples, "wrap-n2")
 
 
 def epochs_for(arm, config, budget, samples):
