@@ -73,25 +73,15 @@ FASHION_TRAIN = 50000
 
 def selection_config(data, channels, **extra):
     """A selection configuration: MNIST-1D's Conv1D or digits' CNN at `channels`."""
+    spec = dict(data=data, seeds=5, role="selection", **extra)
     if data == "mnist1d":
         # Adam at 1e-2, as in MNIST-1D's reference training code.
-        return dict(
-            data=data,
-            backbone=lambda: backbones.mnist1d_conv1d(channels),
-            batch_size=64,
-            seeds=5,
-            role="selection",
-            learning_rate=1e-2,
-            **extra,
-        )
-    return dict(
-        data=data,
-        backbone=lambda: backbones.digits_cnn(channels),
-        batch_size=32,
-        seeds=5,
-        role="selection",
-        **extra,
-    )
+        spec.update(batch_size=64, learning_rate=1e-2)
+        spec["backbone"] = lambda: backbones.mnist1d_conv1d(channels)
+    else:
+        spec.update(batch_size=32)
+        spec["backbone"] = lambda: backbones.digits_cnn(channels)
+    return spec
 
 
 # Each configuration: data, backbone, batch size, the budget grid (epochs),
