@@ -39,6 +39,6 @@ def shown_path(path, root):
 
 
 def write_page(path, lines):
-    """Writes a generated page: its lines joined by newlines (end the lines with "" for a final one)."""
+    """Writes a generated page: its lines joined by newlines (a final "" gives a last newline)."""
     Path(path).write_text("\n".join(lines))
     print(f"wrote {path}")
