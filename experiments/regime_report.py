@@ -257,6 +257,20 @@ def stage1_section(records, config, options, protocol):
             for m, by in lrwd.items()
         ],
     )
+    edges = []
+    lrs = sorted({lr for lr, _ in pairs})
+    for method, by in lrwd.items():
+        if len(by) == len(pairs) and len(lrs) > 2:
+            best = max(by.values(), key=lambda r: r["val"]["acc"])
+            if best["lr"] in (lrs[0], lrs[-1]):
+                edges.append(f"`{method}` ({best['lr']:g})")
+    if edges:
+        lines += [
+            "",
+            "Best learning rate at the edge of the grid (the optimum may lie beyond it): "
+            + ", ".join(edges)
+            + ".",
+        ]
     shares = protocol["shares"]
     lines += [
         "",
@@ -325,6 +339,63 @@ def write(records, options, protocol):
     ]
     lines += calibration_table(cells_)
     lines += ["", "## Stage 1: the search, on validation (seed 0)", ""]
+    figure = Path(options.report).with_name("regime_budgets.png")
+    if plot(records, _configs(options, protocol), protocol, figure):
+        lines += [f"![stage 1b]({figure.name})", ""]
     for config in _configs(options, protocol):
         lines += stage1_section(records, config, options, protocol)
     tables.write_page(options.report, lines)
+
+
+def plot(records, configs, protocol, path):
+    """Validation accuracy against training FLOPs (share of plain at E), per method and
+    configuration, for each method's best pair; False where there is nothing to show."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [
+        c
+        for c in configs
+        if any(r["config"] == c and r["stage"] == "length" for r in records.values())
+    ]
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(protocol["methods"])}
+    for ax, config in zip(axes[0], shown):
+        for method in protocol["methods"]:
+            length = [
+                r
+                for r in records.values()
+                if r["config"] == config and r["stage"] == "length" and r["method"] == method
+            ]
+            if not length:
+                continue
+            pair = (length[0]["lr"], length[0]["wd"])
+            runs = [
+                r
+                for r in records.values()
+                if r["config"] == config
+                and r["method"] == method
+                and r["stage"] in ("lrwd", "length")
+                and (r["lr"], r["wd"]) == pair
+            ]
+            runs.sort(key=lambda r: r["train_flops_x"])
+            ax.plot(
+                [r["train_flops_x"] for r in runs],
+                [100 * r["val"]["acc"] for r in runs],
+                marker="o",
+                color=colours[method],
+                label=method,
+            )
+        for cap in protocol["caps"]:
+            ax.axvline(cap, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=config, xlabel="training FLOPs / plain at E")
+    axes[0][0].set_ylabel("validation accuracy % (seed 0)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
