@@ -4,13 +4,16 @@
 into `out/RESULTS_UNCERTAINTY.md` (mean +- std over seeds per dataset and
 method), `out/uncertainty_reliability.png` (a reliability diagram per
 dataset) and `out/uncertainty_shift.png` (accuracy and NLL against shift
-severity).
+severity). The page says nothing the records do not: it regenerates byte for
+byte from them.
 """
 
 from pathlib import Path
 
-import keras
 import numpy as np
+
+from experiments.tables import markdown_table
+from experiments.tables import write_page
 
 DATASETS = ("fashion_mnist", "mnist1d", "digits")
 METHODS = ("plain", "agrlearn_default", "agrlearn_best", "ensemble")
@@ -61,7 +64,7 @@ def main_table(methods):
     ]
     for name in ood_sets:
         header += [f"AUROC {name}", f"AUPR {name}", f"FPR95 {name}"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for method, runs in methods.items():
         test = lambda key: [r["test"][key] for r in runs if key in r["test"]]  # noqa: E731
         row = [
@@ -86,8 +89,8 @@ def main_table(methods):
             for key in ("ood_auroc", "ood_aupr", "fpr95"):
                 values = [r["ood"][name]["entropy"][key] for r in runs if name in r["ood"]]
                 row.append(mean_std(values))
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+        rows.append(row)
+    return markdown_table(header, rows)
 
 
 def ood_score_table(methods):
@@ -123,14 +126,15 @@ def shift_table(methods):
         return []
     levels = len(next(iter(methods.values()))[0]["shift"][names[0]])
     header = ["method", "shift"] + [f"severity {s}" for s in range(levels + 1)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for method, runs in methods.items():
         for name in names:
             accuracy = shift_curves(runs, name, "accuracy")
             nll = shift_curves(runs, name, "nll")
-            cells = [f"{a:.3f} / {b:.3f}" for a, b in zip(accuracy, nll)]
-            lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append(
+                [LABELS[method], name, *(f"{a:.3f} / {b:.3f}" for a, b in zip(accuracy, nll))]
+            )
+    return markdown_table(header, rows)
 
 
 def summary_table(groups):
@@ -196,6 +200,15 @@ def yardsticks(methods):
     return lines
 
 
+def environment(records):
+    """The Keras versions and backends the records name (records before their stamp name none)."""
+    kerases = sorted({r["keras"] for r in records if "keras" in r})
+    backends = sorted({r["backend"] for r in records if "backend" in r})
+    if not kerases and not backends:
+        return "backend and Keras version not recorded"
+    return f"Keras {', '.join(kerases) or '?'}, backend {', '.join(backends) or '?'}"
+
+
 def write(records, out, command="python experiments/uncertainty.py"):
     """Writes `out/RESULTS_UNCERTAINTY.md` and its two plots from the records."""
     out = Path(out)
@@ -205,8 +218,8 @@ def write(records, out, command="python experiments/uncertainty.py"):
     lines = [
         "## Uncertainty: plain, AgrLearn and a deep ensemble",
         "",
-        f"Written by `{command}` from {len(records)} runs ({len(seeds)} seed(s); Keras "
-        f"{keras.__version__}, backend {keras.backend.backend()}). Mean ± std over seeds. "
+        f"Written by `{command}` from {len(records)} runs ({len(seeds)} seed(s); "
+        f"{environment(records)}). Mean ± std over seeds. "
         "Training on 8 of 10 classes; OOD = the 2 held-out classes (`held_out`) and, for "
         "Fashion-MNIST, scikit-learn digits upscaled to 28x28 (`digits`); OOD columns use "
         "the entropy score. Times are seconds for the whole training (all members) and "
@@ -233,7 +246,7 @@ def write(records, out, command="python experiments/uncertainty.py"):
         "![accuracy and NLL under shift](uncertainty_shift.png)",
         "",
     ]
-    (out / "RESULTS_UNCERTAINTY.md").write_text("\n".join(lines))
+    write_page(out / "RESULTS_UNCERTAINTY.md", lines)
     plot_reliability(groups, out / "uncertainty_reliability.png")
     plot_shift(groups, out / "uncertainty_shift.png")
 
