@@ -1,5 +1,6 @@
 """The study engine (experiments/study.py) on a toy study, and the shared statistics."""
 
+import ast
 import datetime
 import json
 import math
@@ -218,3 +219,33 @@ def test_table_helpers():
     assert tables.fmt_interval(-0.5, -1.0, 0.25, scale=1.0, digits=1) == "-0.5 [-1.0, +0.2]"
     assert tables.shown_path(study.ROOT / "docs" / "FAIR.md", study.ROOT) == "docs/FAIR.md"
     assert tables.shown_path("/elsewhere/x", study.ROOT) == "/elsewhere/x"
+
+
+def test_no_import_circle_in_experiments():
+    """No module of experiments/ imports, directly or not, one that imports it."""
+    folder = study.ROOT / "experiments"
+    names = {path.stem for path in folder.glob("*.py")}
+    imports = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "experiments":
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "experiments."
+            ):
+                found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                found |= {
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("experiments.")
+                }
+        imports[path.stem] = found & names
+
+    def reaches(start, target, seen=()):
+        return any(
+            name == target or (name not in seen and reaches(name, target, (*seen, name)))
+            for name in imports[start]
+        )
+
+    assert imports["fair"] >= {"fair_configs", "fair_report", "study"}
+    assert [name for name in sorted(names) if reaches(name, name)] == []
