@@ -412,9 +412,10 @@ def write_report(records, options, argv):
         lines += [
             "Ranking on the validation split (targets met, mean NLL relative to plain):",
             "",
-            "| candidate | targets met (val) | mean val NLL / plain |",
-            "|---|---|---|",
-            *[f"| {c} | {met} of {count} | {ratio:.3f} |" for c, met, count, ratio in ranking],
+            *markdown_table(
+                ["candidate", "targets met (val)", "mean val NLL / plain"],
+                [[c, f"{met} of {count}", f"{ratio:.3f}"] for c, met, count, ratio in ranking],
+            ),
             "",
         ]
     if any(r["workflow"].startswith("fashion") for r in records):

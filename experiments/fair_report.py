@@ -269,28 +269,13 @@ def data_section(records, config, options):
                     len(row["by_seed"]),
                 )
     target = curves.get("plain", {}).get(1.0, (math.nan,))[0]
-    header = " | ".join(f"{100 * s:g} %" for s in shares)
-    lines = [
-        f"Test accuracy % (seeds) at each share of the {samples:,} training samples; the last "
-        f"column is the share each arm needs to reach plain's full-data test accuracy "
-        f"({100 * target:.2f} %), "
-        'interpolated linearly ("> 100 %" where it never does; "-" where a point is missing).',
-        "",
-        f"| arm | {header} | share needed |",
-        "|---|" + "---|" * (len(shares) + 1),
-    ]
+    header = ["arm", *(f"{100 * s:g} %" for s in shares)]
+    accuracies = []
     for arm, curve in curves.items():
         cells = [f"{100 * curve[s][0]:.2f} ({curve[s][1]})" if s in curve else "-" for s in shares]
         needed = share_needed(curve, target) if 1.0 in curve or arm == "plain" else "-"
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {needed} |")
-    lines += [
-        "",
-        "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
-        "interval):",
-        "",
-        f"| arm | {header} |",
-        "|---|" + "---|" * len(shares),
-    ]
+        accuracies.append([f"`{arm}`", *cells, needed])
+    differences = []
     for arm in curves:
         if arm == "plain":
             continue
@@ -301,7 +286,20 @@ def data_section(records, config, options):
                 cells.append(fmt_diff(*paired(rows[arm], rows["plain"], "test", "acc")[:2]))
             else:
                 cells.append("-")
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+        differences.append([f"`{arm}`", *cells])
+    lines = [
+        f"Test accuracy % (seeds) at each share of the {samples:,} training samples; the last "
+        f"column is the share each arm needs to reach plain's full-data test accuracy "
+        f"({100 * target:.2f} %), "
+        'interpolated linearly ("> 100 %" where it never does; "-" where a point is missing).',
+        "",
+        *markdown_table([*header, "share needed"], accuracies),
+        "",
+        "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
+        "interval):",
+        "",
+        *markdown_table(header, differences),
+    ]
     return lines, curves
 
 
@@ -322,12 +320,16 @@ def share_needed(curve, target):
 
 
 def uncertainty_section(records, configs):
-    lines = [
-        "| configuration | AgrLearn arm | train / inference FLOPs vs the ensemble | Δ NLL | Δ "
-        "ECE % | "
-        "Δ Brier | Δ acc % |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "configuration",
+        "AgrLearn arm",
+        "train / inference FLOPs vs the ensemble",
+        "Δ NLL",
+        "Δ ECE %",
+        "Δ Brier",
+        "Δ acc %",
     ]
+    table = []
     for config, _ in configs:
         rows = rows_of(records, config)
         ensemble = rows.get("ensemble")
@@ -347,8 +349,8 @@ def uncertainty_section(records, configs):
                 fmt_diff(*paired(row, ensemble, "test", "brier")[:2], scale=1.0, digits=4),
                 fmt_diff(*paired(row, ensemble, "test", "acc")[:2]),
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines
+            table.append(cells)
+    return markdown_table(header, table) if table else []
 
 
 def plot(records, configs, budgets_of, data_curves, out_dir):
@@ -479,11 +481,14 @@ def write(records, options, argv):
             "",
             "Verdict of each AgrLearn arm against its best compute-matched plain arm.",
             "",
-            "| AgrLearn arm | " + " | ".join(f"`{c}`" for c in names) + " |",
-            "|---|" + "---|" * len(names),
+            *markdown_table(
+                ["AgrLearn arm", *(f"`{c}`" for c in names)],
+                [
+                    [f"`{n}`", *(verdicts.get(c, "-") for c in names)]
+                    for n, verdicts in table.items()
+                ],
+            ),
         ]
-        for name, verdicts in table.items():
-            lines.append(f"| `{name}` | " + " | ".join(verdicts.get(c, "-") for c in names) + " |")
         best, wins = chosen_default(table, configs)
         lines += ["", decision_text(table, configs, best, wins), ""]
     data_curves = {}
@@ -495,7 +500,7 @@ def write(records, options, argv):
     if data_curves:
         lines += ["![data efficiency](fair_data_efficiency.png)", ""]
     unc = uncertainty_section(records, configs)
-    if len(unc) > 2:
+    if unc:
         lines += [
             "## Uncertainty against the deep ensemble, cost stated",
             "",

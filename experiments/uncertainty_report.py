@@ -95,7 +95,7 @@ def main_table(methods):
 
 def ood_score_table(methods):
     """OOD AUROC by score, for every OOD set."""
-    lines = ["| method | OOD set | entropy | MSP | mutual information |", "|---|---|---|---|---|"]
+    rows = []
     for method, runs in methods.items():
         for name in sorted(runs[0]["ood"]):
             cells = []
@@ -106,8 +106,8 @@ def ood_score_table(methods):
                     if score in r["ood"].get(name, {})
                 ]
                 cells.append(mean_std(values))
-            lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append([LABELS[method], name, *cells])
+    return markdown_table(["method", "OOD set", "entropy", "MSP", "mutual information"], rows)
 
 
 def shift_curves(runs, name, metric):
@@ -144,11 +144,20 @@ def summary_table(groups):
     mean NLL over every shifted set and severity; costs are the training and
     test-set inference seconds over plain's.
     """
-    lines = [
-        "| dataset | method | accuracy | NLL | ECE | Brier | disagreement | "
-        "AUROC held-out | shift NLL | train cost | inference cost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "dataset",
+        "method",
+        "accuracy",
+        "NLL",
+        "ECE",
+        "Brier",
+        "disagreement",
+        "AUROC held-out",
+        "shift NLL",
+        "train cost",
+        "inference cost",
     ]
+    rows = []
     for dataset, methods in groups.items():
         cost = {
             m: (np.mean([r["train_s"] for r in runs]), np.mean([r["infer_s"] for r in runs]))
@@ -163,15 +172,19 @@ def summary_table(groups):
             ]
             train, infer = cost[method]
             plain_train, plain_infer = cost.get("plain", (float("nan"), float("nan")))
-            lines.append(
-                f"| {dataset} | {LABELS[method]} | {mean_std(test('accuracy'))} | "
-                f"{mean_std(test('nll'))} | {mean_std(test('ece'))} | {mean_std(test('brier'))} | "
-                f"{mean_std(test('disagreement'))} | "
-                f"{mean_std([r['ood']['held_out']['entropy']['ood_auroc'] for r in runs])} | "
-                f"{mean_std(shifted) if shifted else '-'} | {train / plain_train:.1f} x | "
-                f"{infer / plain_infer:.1f} x |"
+            rows.append(
+                [
+                    dataset,
+                    LABELS[method],
+                    *(mean_std(test(key)) for key in ("accuracy", "nll", "ece", "brier")),
+                    mean_std(test("disagreement")),
+                    mean_std([r["ood"]["held_out"]["entropy"]["ood_auroc"] for r in runs]),
+                    mean_std(shifted) if shifted else "-",
+                    f"{train / plain_train:.1f} x",
+                    f"{infer / plain_infer:.1f} x",
+                ]
             )
-    return lines
+    return markdown_table(header, rows)
 
 
 def mean_nll(runs):
