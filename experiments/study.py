@@ -3,9 +3,11 @@
 A study is a `Study`: its name, the fields that make a run's key, a function
 that lists the runs in queue order (`jobs`), a function that trains one run
 and returns its record (`run`), and a function that writes its report from the
-records (`report`). `main(study, argv)` gives it a command line:
+records (`report`). `main(study, argv, description, script)` gives every study
+the same command line, plus the study's own options (`add_arguments`):
 
-    python experiments/<study>.py [--workers K] [--deadline S] [--quick] [--report-only]
+    python experiments/<study>.py [--records PATH] [--workers K] [--deadline S]
+                                  [--device NAME] [--quick] [--report-only]
 
 - Records are JSON lines, one per run, keyed by `study.key_fields` (or
   `study.key`); a run whose key is already in the records is never trained
@@ -21,6 +23,10 @@ records (`report`). `main(study, argv)` gives it a command line:
 - `save_predictions` stores a run's per-example predictions (log-probabilities,
   float16, compressed) in an `.npz` file beside the records, named after the
   key, so that any statistic can be recomputed later.
+- Pages are written from the records alone (`page_command` names the command
+  without the options that only place the page), so they regenerate byte for
+  byte; `experiments/stats.py` and `experiments/tables.py` hold the paired
+  statistics and the table helpers the reports share.
 """
 
 import argparse
