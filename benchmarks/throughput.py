@@ -66,7 +66,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
-from experiments.records import load_jsonl  # noqa: E402
+from experiments.study import load_records  # noqa: E402
 from keras_agrlearn import Aggregate  # noqa: E402
 from keras_agrlearn import Deaggregate  # noqa: E402
 from keras_agrlearn import _keras_internals  # noqa: E402
@@ -504,7 +504,7 @@ def records_tables(path):
     """Markdown: the goals, then each record's tables, with machine and versions."""
     import run_all
 
-    records = list(load_jsonl(path).values())
+    records = list(load_records(path).values())
     parts = ["### Goals, worst case over n\n", goals_table(records) + "\n"]
     for report in records:
         args = report["args"]
@@ -539,7 +539,7 @@ def main(argv=None):
         print(text)
         return text
     key = record_key(args)
-    if args.records and key in load_jsonl(args.records):
+    if args.records and key in load_records(args.records):
         print(f"already recorded in {args.records}: {key}")
         return None
     if keras.backend.backend() == "torch" and os.environ.get("OMP_NUM_THREADS"):

@@ -23,17 +23,17 @@ and epochs. This study measures what that does, per backbone and seed:
 Target: test NLL at or below the plain model's and accuracy at most 0.3
 points below it. Every run records accuracy, NLL and ECE (validation and
 test), its training wall time and its forward passes per epoch (groups the
-network sees: the plain model sees one sample per pass). Runs are
-resumable: a run whose record is in `--records` is not trained again, and
-`--report-only` rewrites `docs/DROPIN.md` from the records.
+network sees: the plain model sees one sample per pass). The study engine
+(`experiments/study.py`) runs the queue: a run whose record (keyed
+workflow|candidate|seed|fashion_train|epochs) is in `--records` is not
+trained again, and `--report-only` rewrites the page from the records. The
+page is named after the records and goes to the folder above theirs:
+`docs/results/dropin.jsonl` gives `docs/DROPIN.md`,
+`docs/results/dropin-defaults.jsonl` gives `docs/DROPIN_DEFAULTS.md`.
 """
 
-import argparse
-import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,9 +49,12 @@ sys.path.insert(0, str(ROOT))
 import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
+from experiments import study  # noqa: E402
 from experiments.flops import passes_per_epoch  # noqa: E402
-from experiments.records import load_jsonl as load_records  # noqa: E402
 from experiments.scoring import scores  # noqa: E402
+from experiments.tables import markdown_table  # noqa: E402
+from experiments.tables import shown_path  # noqa: E402
+from experiments.tables import write_page  # noqa: E402
 from keras_agrlearn import _keras_internals  # noqa: E402
 
 PHASES = ("select", "fashion", "fashion-slots", "defaults")
@@ -154,6 +157,7 @@ def settings(model):
 
 
 def train(workflow, candidate, seed, data, options):
+    """Trains one candidate on one workflow with the user's own fit call; its record."""
     spec = WORKFLOWS[workflow]
     (x, y), (x_val, y_val), (x_test, y_test) = data
     if options.quick:
@@ -184,7 +188,6 @@ def train(workflow, candidate, seed, data, options):
         )
     )
     return {
-        "key": f"{workflow}|{candidate}|{seed}|{options.fashion_train}|{epochs}",
         "workflow": workflow,
         "candidate": candidate,
         "seed": seed,
@@ -198,40 +201,43 @@ def train(workflow, candidate, seed, data, options):
         "forward_passes_per_epoch": passes,
         "val": scores(model, x_val, y_val),
         "test": scores(model, x_test, y_test),
-        "backend": keras.backend.backend(),
-        "keras": keras.__version__,
     }
 
 
-def pending(options):
-    have = load_records(options.records)
-    runs = []
+def queue(options, records):
+    """The runs of the chosen phases in order, each once."""
+    jobs = {}
     for phase in options.phases:
         for workflow, candidate in PHASE_RUNS[phase]:
             for seed in range(options.seeds):
-                epochs = 1 if options.quick else WORKFLOWS[workflow]["epochs"]
-                key = f"{workflow}|{candidate}|{seed}|{options.fashion_train}|{epochs}"
-                if key not in have:
-                    runs.append((workflow, candidate, seed))
-    return runs
+                job = dict(
+                    workflow=workflow,
+                    candidate=candidate,
+                    seed=seed,
+                    fashion_train=options.fashion_train,
+                    epochs=1 if options.quick else WORKFLOWS[workflow]["epochs"],
+                )
+                jobs.setdefault(STUDY.key_of(job), job)
+    return list(jobs.values())
 
 
-def run_worker(options, worker, workers):
-    mine = pending(options)[worker::workers]
-    cache = {}
-    for i, (workflow, candidate, seed) in enumerate(mine):
-        name = WORKFLOWS[workflow]["data"]
-        if name not in cache:
-            cache[name] = load(name, options)
-        record = train(workflow, candidate, seed, cache[name], options)
-        with open(options.records, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(
-            f"[{worker}/{workers} {i + 1}/{len(mine)}] {workflow} {candidate} seed {seed}: "
-            f"test acc {record['test']['acc']:.4f} nll {record['test']['nll']:.4f} "
-            f"({record['train_s']:.0f} s)",
-            flush=True,
-        )
+# Datasets a worker has loaded, by name.
+_loaded = {}
+
+
+def run(job, options):
+    name = WORKFLOWS[job["workflow"]]["data"]
+    if name not in _loaded:
+        _loaded[name] = load(name, options)
+    return train(job["workflow"], job["candidate"], job["seed"], _loaded[name], options)
+
+
+def describe_run(record):
+    return (
+        f"{record['workflow']} {record['candidate']} seed {record['seed']}: "
+        f"test acc {record['test']['acc']:.4f} nll {record['test']['nll']:.4f} "
+        f"({record['train_s']:.0f} s)"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -279,11 +285,18 @@ def describe(s):
 
 
 def table(records, workflows, candidates):
-    lines = [
-        "| workflow | model | settings | test accuracy % | test NLL | test ECE % | "
-        "target met (test / val) | forward passes / epoch | train s (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "workflow",
+        "model",
+        "settings",
+        "test accuracy %",
+        "test NLL",
+        "test ECE %",
+        "target met (test / val)",
+        "forward passes / epoch",
+        "train s (median)",
     ]
+    rows = []
     for workflow in workflows:
         plain = summary(records, workflow, "plain")
         for candidate in candidates:
@@ -300,14 +313,20 @@ def table(records, workflows, candidates):
             )
             ratio = "" if plain is None else f" ({s['passes'] / plain['passes']:.2f} x)"
             time_ratio = "" if plain is None else f" ({s['train_s'] / plain['train_s']:.2f} x)"
-            lines.append(
-                f"| {workflow} | {candidate} | {describe(s)} | "
-                f"{100 * s['test_acc'][0]:.2f} ± {100 * s['test_acc'][1]:.2f} | "
-                f"{s['test_nll'][0]:.4f} ± {s['test_nll'][1]:.4f} | "
-                f"{100 * s['test_ece'][0]:.2f} | {target} | {s['passes']}{ratio} | "
-                f"{s['train_s']:.0f}{time_ratio} |"
+            rows.append(
+                [
+                    workflow,
+                    candidate,
+                    describe(s),
+                    f"{100 * s['test_acc'][0]:.2f} ± {100 * s['test_acc'][1]:.2f}",
+                    f"{s['test_nll'][0]:.4f} ± {s['test_nll'][1]:.4f}",
+                    f"{100 * s['test_ece'][0]:.2f}",
+                    target,
+                    f"{s['passes']}{ratio}",
+                    f"{s['train_s']:.0f}{time_ratio}",
+                ]
             )
-    return lines
+    return markdown_table(header, rows)
 
 
 def selection(records):
@@ -335,28 +354,30 @@ def fashion_samples(records):
     return ", ".join(str(size) for size in sorted(sizes))
 
 
-def _shown_path(path):
-    """`path` relative to the repository when it lies inside it."""
-    try:
-        return Path(path).resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)
+def environment(records):
+    """Keras versions, backends and devices of the records, as the page states them."""
+    kerases = sorted({r["keras"] for r in records if "keras" in r})
+    backends = sorted({r["backend"] for r in records if "backend" in r})
+    devices = sorted({r["device"] for r in records if "device" in r})
+    text = f"Keras {', '.join(kerases) or '?'}, backend {', '.join(backends) or '?'}"
+    return text + "".join(f", {device}" for device in devices), backends
 
 
 def write_report(records, options, argv):
+    """Writes `options.report` from the records by key (nothing but the records and argv)."""
     records = list(records.values())
+    where, backends = environment(records)
+    backend = f"KERAS_BACKEND={backends[0]} " if len(backends) == 1 else ""
     lines = [
         "# Drop-in study: the same `fit` call for the plain model and `wrap(model, n=3)`",
         "",
         "Produced by:",
         "",
         "```",
-        "KERAS_BACKEND=jax python experiments/dropin.py "
-        + " ".join(a for a in argv if a != "--report-only"),
+        backend + study.page_command("dropin", argv),
         "```",
         "",
-        f"Keras {keras.__version__}, backend {records[0]['backend'] if records else '?'}, "
-        f"{platform.machine()} CPU (a shared 2-core VM: train times are indicative; "
+        f"{where} (a shared 2-core VM: train times are indicative; "
         "their ratios matter). Mean ± sample standard deviation over seeds; every "
         "model gets the user's own `compile(optimizer='adam', "
         "loss='sparse_categorical_crossentropy')` and the same `fit(x, y, "
@@ -391,9 +412,10 @@ def write_report(records, options, argv):
         lines += [
             "Ranking on the validation split (targets met, mean NLL relative to plain):",
             "",
-            "| candidate | targets met (val) | mean val NLL / plain |",
-            "|---|---|---|",
-            *[f"| {c} | {met} of {count} | {ratio:.3f} |" for c, met, count, ratio in ranking],
+            *markdown_table(
+                ["candidate", "targets met (val)", "mean val NLL / plain"],
+                [[c, f"{met} of {count}", f"{ratio:.3f}"] for c, met, count, ratio in ranking],
+            ),
             "",
         ]
     if any(r["workflow"].startswith("fashion") for r in records):
@@ -403,13 +425,11 @@ def write_report(records, options, argv):
             *table(records, [w for w in WORKFLOWS if w.startswith("fashion")], CANDIDATES),
             "",
         ]
-    lines += [f"Raw records: `{_shown_path(options.records)}`.", ""]
-    Path(options.report).write_text("\n".join(lines))
-    print(f"wrote {options.report}")
+    lines += [f"Raw records: `{shown_path(options.records, ROOT)}`.", ""]
+    write_page(options.report, lines)
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(p):
     p.add_argument(
         "--phases", default="select,fashion", help=f"comma-separated subset of {','.join(PHASES)}"
     )
@@ -420,41 +440,47 @@ def parse(argv):
         default=20000,
         help="Fashion-MNIST training images used (at most 50000)",
     )
-    p.add_argument("--records", default=str(ROOT / "docs" / "results" / "dropin.jsonl"))
-    p.add_argument("--report", default=str(ROOT / "docs" / "DROPIN.md"))
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--quick", action="store_true", help="one epoch on 256 samples, 1 seed")
-    options = p.parse_args(argv)
+    p.add_argument(
+        "--report",
+        default=None,
+        help="the page (default: named after the records, in the folder above theirs)",
+    )
+
+
+def finish(options):
     options.phases = [x for x in options.phases.split(",") if x]
     unknown = set(options.phases) - set(PHASES)
     if unknown:
-        p.error(f"unknown phases {sorted(unknown)}; choose from {PHASES}")
+        options.error(f"unknown phases {sorted(unknown)}; choose from {PHASES}")
     if options.quick:
         options.seeds = 1
-    return options
+    if options.report is None:
+        records = Path(options.records)
+        name = records.stem.upper().replace("-", "_")
+        options.report = str(records.parent.parent / f"{name}.md")
+
+
+STUDY = study.Study(
+    name="dropin",
+    key_fields=("workflow", "candidate", "seed", "fashion_train", "epochs"),
+    jobs=queue,
+    run=run,
+    report=write_report,
+    describe=describe_run,
+    add_arguments=add_arguments,
+    finish=finish,
+    records="docs/results/dropin.jsonl",
+)
+DESCRIPTION = __doc__.split("\n")[0]
+
+
+def parse(argv):
+    """The options of a command line (the engine's and the study's)."""
+    return study.parse(STUDY, argv, DESCRIPTION)
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options = parse(argv)
-    Path(options.records).parent.mkdir(parents=True, exist_ok=True)
-    if options.worker is not None:
-        run_worker(options, options.worker, options.workers)
-        return
-    if not options.report_only:
-        if options.workers == 1:
-            run_worker(options, 0, 1)
-        else:
-            procs = [
-                subprocess.Popen([sys.executable, __file__, *argv, "--worker", str(i)])
-                for i in range(options.workers)
-            ]
-            codes = [proc.wait() for proc in procs]
-            if any(codes):
-                raise SystemExit(f"a worker failed with exit codes {codes}")
-    write_report(load_records(options.records), options, argv)
+    return study.main(STUDY, argv, DESCRIPTION, __file__)
 
 
 if __name__ == "__main__":

@@ -13,53 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import fair_configs
+from experiments import stats
+from experiments.tables import fmt_diff
+from experiments.tables import markdown_table
+from experiments.tables import write_page
+
 # Costs within this factor count as "no more".
 COST_SLACK = 1.1
 SPLIT = {"selection": "val", "confirmation": "test"}
-
-
-def t_quantile(df):
-    """t(0.975, df): exact values for small df, the normal quantile above."""
-    table = {
-        1: 12.706,
-        2: 4.303,
-        3: 3.182,
-        4: 2.776,
-        5: 2.571,
-        6: 2.447,
-        7: 2.365,
-        8: 2.306,
-        9: 2.262,
-        10: 2.228,
-        15: 2.131,
-        20: 2.086,
-        30: 2.042,
-    }
-    if df in table:
-        return table[df]
-    below = max(k for k in table if k <= df)
-    return table[below] if df < 30 else 1.96
 
 
 def paired(a, b, split, metric):
     """Mean and 95 % half-width of a - b over the seeds both have, and their count."""
     a_by_seed, b_by_seed = dict(a["by_seed"]), dict(b["by_seed"])
     seeds = sorted(set(a_by_seed) & set(b_by_seed))
-    diffs = np.array([a_by_seed[s][split][metric] - b_by_seed[s][split][metric] for s in seeds])
-    if len(diffs) < 2:
-        return (float(diffs.mean()) if len(diffs) else math.nan), math.nan, len(diffs)
-    half = t_quantile(len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
-    return float(diffs.mean()), float(half), len(diffs)
+    diffs = [a_by_seed[s][split][metric] - b_by_seed[s][split][metric] for s in seeds]
+    return (*stats.paired_t(diffs), len(diffs))
 
 
 def verdict(mean, half):
-    if math.isnan(half):
-        return "n/a"
-    if mean - half > 0:
-        return "win"
-    if mean + half < 0:
-        return "loss"
-    return "tie"
+    """'win', 'loss', 'tie' or 'n/a' of the interval mean +- half."""
+    return stats.verdict(mean - half, mean + half)
 
 
 def rows_of(records, config, phase="arms", fraction=1.0):
@@ -94,9 +69,7 @@ def rows_of(records, config, phase="arms", fraction=1.0):
         row["by_seed"].sort(key=lambda item: item[0])
         for key in ("train_x", "infer_x", "train_s", "predict_s"):
             row[key] = float(np.median(row[key]))
-    from experiments import fair
-
-    order = {arm: i for i, arm in enumerate(fair.ARMS)}
+    order = {arm: i for i, arm in enumerate(fair_configs.ARMS)}
     return dict(
         sorted(rows.items(), key=lambda item: (order.get(item[1]["arm"], len(order)), item[0]))
     )
@@ -120,25 +93,26 @@ def best_matched(rows, agr):
     return max(candidates, key=lambda item: mean_of(item[1], "val", "acc"))
 
 
-def fmt_diff(mean, half, scale=100.0, digits=2):
-    if math.isnan(mean):
-        return "-"
-    if math.isnan(half):
-        return f"{scale * mean:+.{digits}f}"
-    return (
-        f"{scale * mean:+.{digits}f} [{scale * (mean - half):+.{digits}f}, "
-        f"{scale * (mean + half):+.{digits}f}]"
-    )
-
-
 def arms_table(rows, split):
-    lines = [
-        "| arm | epochs | train FLOPs | inference FLOPs / sample | passes / epoch | train s | "
-        f"val acc % | test acc % | test NLL | test ECE % | seeds | Δ acc vs plain ({split}) | "
-        f"best compute-matched plain arm | Δ acc vs it ({split}) | Δ NLL vs it ({split}) | "
-        f"verdict |",
-        "|" + "---|" * 16,
+    header = [
+        "arm",
+        "epochs",
+        "train FLOPs",
+        "inference FLOPs / sample",
+        "passes / epoch",
+        "train s",
+        "val acc %",
+        "test acc %",
+        "test NLL",
+        "test ECE %",
+        "seeds",
+        f"Δ acc vs plain ({split})",
+        "best compute-matched plain arm",
+        f"Δ acc vs it ({split})",
+        f"Δ NLL vs it ({split})",
+        "verdict",
     ]
+    table = []
     plain = rows.get("plain")
     for name, row in rows.items():
         k = len(row["by_seed"])
@@ -175,8 +149,8 @@ def arms_table(rows, split):
                 ]
         else:
             cells += ["", "", "", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append(cells)
+    return markdown_table(header, table)
 
 
 def decisions(records, configs):
@@ -267,11 +241,9 @@ def budget_section(records, config, budgets, chosen):
 
 def data_points(config, options):
     """(configuration, phase, fraction, share of the full training set) of each curve point."""
-    from experiments import fair
-
-    spec = fair.CONFIGS[config]
-    share = fair.train_size(config, options) / fair.full_size(config, options)
-    fractions = spec.get("data_fractions", fair.DATA_FRACTIONS)
+    spec = fair_configs.CONFIGS[config]
+    share = fair_configs.train_size(config, options) / fair_configs.full_size(config, options)
+    fractions = spec.get("data_fractions", fair_configs.DATA_FRACTIONS)
     points = [(config, "data", f, round(f * share, 4)) for f in fractions]
     points.append((config, "arms", 1.0, round(share, 4)))
     if share < 1 and "data_full" in spec:
@@ -280,10 +252,8 @@ def data_points(config, options):
 
 
 def data_section(records, config, options):
-    from experiments import fair
-
     points = data_points(config, options)
-    samples = fair.full_size(config, options)
+    samples = fair_configs.full_size(config, options)
     arms = sorted({r["arm"] for r in records if r["config"] == config and r["phase"] == "data"})
     if not arms:
         return [], {}
@@ -299,28 +269,13 @@ def data_section(records, config, options):
                     len(row["by_seed"]),
                 )
     target = curves.get("plain", {}).get(1.0, (math.nan,))[0]
-    header = " | ".join(f"{100 * s:g} %" for s in shares)
-    lines = [
-        f"Test accuracy % (seeds) at each share of the {samples:,} training samples; the last "
-        f"column is the share each arm needs to reach plain's full-data test accuracy "
-        f"({100 * target:.2f} %), "
-        'interpolated linearly ("> 100 %" where it never does; "-" where a point is missing).',
-        "",
-        f"| arm | {header} | share needed |",
-        "|---|" + "---|" * (len(shares) + 1),
-    ]
+    header = ["arm", *(f"{100 * s:g} %" for s in shares)]
+    accuracies = []
     for arm, curve in curves.items():
         cells = [f"{100 * curve[s][0]:.2f} ({curve[s][1]})" if s in curve else "-" for s in shares]
         needed = share_needed(curve, target) if 1.0 in curve or arm == "plain" else "-"
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {needed} |")
-    lines += [
-        "",
-        "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
-        "interval):",
-        "",
-        f"| arm | {header} |",
-        "|---|" + "---|" * len(shares),
-    ]
+        accuracies.append([f"`{arm}`", *cells, needed])
+    differences = []
     for arm in curves:
         if arm == "plain":
             continue
@@ -331,7 +286,20 @@ def data_section(records, config, options):
                 cells.append(fmt_diff(*paired(rows[arm], rows["plain"], "test", "acc")[:2]))
             else:
                 cells.append("-")
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+        differences.append([f"`{arm}`", *cells])
+    lines = [
+        f"Test accuracy % (seeds) at each share of the {samples:,} training samples; the last "
+        f"column is the share each arm needs to reach plain's full-data test accuracy "
+        f"({100 * target:.2f} %), "
+        'interpolated linearly ("> 100 %" where it never does; "-" where a point is missing).',
+        "",
+        *markdown_table([*header, "share needed"], accuracies),
+        "",
+        "Paired difference against `plain` at the same share (test accuracy, points, 95 % "
+        "interval):",
+        "",
+        *markdown_table(header, differences),
+    ]
     return lines, curves
 
 
@@ -352,12 +320,16 @@ def share_needed(curve, target):
 
 
 def uncertainty_section(records, configs):
-    lines = [
-        "| configuration | AgrLearn arm | train / inference FLOPs vs the ensemble | Δ NLL | Δ "
-        "ECE % | "
-        "Δ Brier | Δ acc % |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "configuration",
+        "AgrLearn arm",
+        "train / inference FLOPs vs the ensemble",
+        "Δ NLL",
+        "Δ ECE %",
+        "Δ Brier",
+        "Δ acc %",
     ]
+    table = []
     for config, _ in configs:
         rows = rows_of(records, config)
         ensemble = rows.get("ensemble")
@@ -377,14 +349,12 @@ def uncertainty_section(records, configs):
                 fmt_diff(*paired(row, ensemble, "test", "brier")[:2], scale=1.0, digits=4),
                 fmt_diff(*paired(row, ensemble, "test", "acc")[:2]),
             ]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines
+            table.append(cells)
+    return markdown_table(header, table) if table else []
 
 
 def plot(records, configs, budgets_of, data_curves, out_dir):
     import matplotlib
-
-    from experiments import fair
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -433,7 +403,8 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
             for arm, curve in curves.items():
                 points = sorted((100 * f, 100 * acc) for f, (acc, _) in curve.items())
                 # One colour per arm across the panels.
-                colour = f"C{fair.DATA_ARMS.index(arm)}" if arm in fair.DATA_ARMS else None
+                arms = fair_configs.DATA_ARMS
+                colour = f"C{arms.index(arm)}" if arm in arms else None
                 ax.plot(*zip(*points), marker="o", label=arm, color=colour)
             ax.set(
                 xscale="log",
@@ -448,12 +419,14 @@ def plot(records, configs, budgets_of, data_curves, out_dir):
 
 
 def write(records, options, argv):
-    from experiments import fair
+    """Writes `options.report` and its plots (beside it) from the records by key."""
 
     records = list(records.values())
     out = Path(options.report)
     configs = [
-        (c, fair.CONFIGS[c]["role"]) for c in fair.CONFIGS if any(r["config"] == c for r in records)
+        (c, fair_configs.CONFIGS[c]["role"])
+        for c in fair_configs.CONFIGS
+        if any(r["config"] == c for r in records)
     ]
     meta = {}
     for r in records:
@@ -485,10 +458,10 @@ def write(records, options, argv):
         "",
     ]
     for config, _ in configs:
-        if "budgets" not in fair.CONFIGS[config]:
+        if "budgets" not in fair_configs.CONFIGS[config]:
             continue
-        chosen = fair.choose_budget({i: r for i, r in enumerate(records)}, config)
-        lines += budget_section(records, config, fair.CONFIGS[config]["budgets"], chosen)
+        chosen = fair_configs.choose_budget({i: r for i, r in enumerate(records)}, config)
+        lines += budget_section(records, config, fair_configs.CONFIGS[config]["budgets"], chosen)
     lines += ["", "![budgets](fair_budgets.png)", ""]
     table = decisions(records, configs)
     for config, role in configs:
@@ -508,11 +481,14 @@ def write(records, options, argv):
             "",
             "Verdict of each AgrLearn arm against its best compute-matched plain arm.",
             "",
-            "| AgrLearn arm | " + " | ".join(f"`{c}`" for c in names) + " |",
-            "|---|" + "---|" * len(names),
+            *markdown_table(
+                ["AgrLearn arm", *(f"`{c}`" for c in names)],
+                [
+                    [f"`{n}`", *(verdicts.get(c, "-") for c in names)]
+                    for n, verdicts in table.items()
+                ],
+            ),
         ]
-        for name, verdicts in table.items():
-            lines.append(f"| `{name}` | " + " | ".join(verdicts.get(c, "-") for c in names) + " |")
         best, wins = chosen_default(table, configs)
         lines += ["", decision_text(table, configs, best, wins), ""]
     data_curves = {}
@@ -524,7 +500,7 @@ def write(records, options, argv):
     if data_curves:
         lines += ["![data efficiency](fair_data_efficiency.png)", ""]
     unc = uncertainty_section(records, configs)
-    if len(unc) > 2:
+    if unc:
         lines += [
             "## Uncertainty against the deep ensemble, cost stated",
             "",
@@ -534,6 +510,11 @@ def write(records, options, argv):
             *unc,
             "",
         ]
-    out.write_text("\n".join(lines))
-    plot(records, configs, lambda c: fair.CONFIGS[c].get("budgets", ()), data_curves, out.parent)
-    print(f"wrote {out}")
+    write_page(out, lines)
+    plot(
+        records,
+        configs,
+        lambda c: fair_configs.CONFIGS[c].get("budgets", ()),
+        data_curves,
+        out.parent,
+    )

@@ -3,13 +3,16 @@
 A study is a `Study`: its name, the fields that make a run's key, a function
 that lists the runs in queue order (`jobs`), a function that trains one run
 and returns its record (`run`), and a function that writes its report from the
-records (`report`). `main(study, argv)` gives it a command line:
+records (`report`). `main(study, argv, description, script)` gives every study
+the same command line, plus the study's own options (`add_arguments`):
 
-    python experiments/<study>.py [--workers K] [--deadline S] [--quick] [--report-only]
+    python experiments/<study>.py [--records PATH] [--workers K] [--deadline S]
+                                  [--device NAME] [--quick] [--report-only]
 
-- Records are JSON lines, one per run, keyed by `study.key_fields`; a run whose
-  key is already in the records file is never trained again, so a study
-  resumes wherever it stopped.
+- Records are JSON lines, one per run, keyed by `study.key_fields` (or
+  `study.key`); a run whose key is already in the records is never trained
+  again, so a study resumes wherever it stopped. With `study.shard`,
+  `--records` is a folder holding one file per value of that job field.
 - `jobs(options, records)` may hold `None` where a run waits for other records
   (a budget not chosen yet, say): workers wait for them rather than stop.
 - Workers are separate processes (`--workers`); each claims the next run in
@@ -20,6 +23,10 @@ records (`report`). `main(study, argv)` gives it a command line:
 - `save_predictions` stores a run's per-example predictions (log-probabilities,
   float16, compressed) in an `.npz` file beside the records, named after the
   key, so that any statistic can be recomputed later.
+- Pages are written from the records alone (`page_command` names the command
+  without the options that only place the page), so they regenerate byte for
+  byte; `experiments/stats.py` and `experiments/tables.py` hold the paired
+  statistics and the table helpers the reports share.
 """
 
 import argparse
@@ -29,6 +36,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +45,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from experiments import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +67,12 @@ class Study:
         add_arguments: `add_arguments(parser)`, the study's own options.
         finish: `finish(options)`, settles options after parsing (may call
             `parser.error` through `options.error`).
-        records: default records path, relative to the repository.
+        records: default records path, relative to the repository ("": the
+            study's `finish` sets it).
+        key: `key(job) -> str`, a run's key where it is not the plain join
+            of `key_fields` (`job_key`).
+        shard: a job field; with it, `--records` is a folder and each run's
+            record goes to `<name>-<value>.jsonl` there.
     """
 
     name: str
@@ -69,6 +84,18 @@ class Study:
     add_arguments: Callable = lambda parser: None
     finish: Callable = lambda options: None
     records: str = ""
+    key: Callable = None
+    shard: str = ""
+
+    def key_of(self, job):
+        """The key of a run's record."""
+        return job_key(job, self.key_fields) if self.key is None else self.key(job)
+
+    def records_file(self, records, job):
+        """The file a run's record is appended to."""
+        if not self.shard:
+            return Path(records)
+        return Path(records) / f"{self.name}-{job[self.shard]}.jsonl"
 
 
 def job_key(job, fields):
@@ -77,13 +104,20 @@ def job_key(job, fields):
 
 
 def load_records(path):
-    """The records of one JSON-lines file by key, the last per key ({} if absent)."""
+    """The records by key, the last per key ({} if absent).
+
+    `path` is one JSON-lines file, or a folder whose `*.jsonl` files are read
+    in name order (a sharded study's records).
+    """
+    path = Path(path)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     records = {}
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            if line.strip():
-                record = json.loads(line)
-                records[record["key"]] = record
+    for file in files:
+        if file.exists():
+            for line in file.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    records[record["key"]] = record
     return records
 
 
@@ -156,6 +190,19 @@ def claim(claims, key):
         return False
 
 
+def pending(study, options):
+    """The queue (`None` where a run waits) and its `(job, key)` pairs not yet recorded."""
+    records = load_records(options.records)
+    jobs = study.jobs(options, records)
+    todo = []
+    for job in jobs:
+        if job is not None:
+            key = study.key_of(job)
+            if key not in records:
+                todo.append((job, key))
+    return jobs, todo
+
+
 def run_worker(study, options, worker):
     """Trains runs in queue order until none is left, or the deadline passes."""
     done = 0
@@ -163,12 +210,7 @@ def run_worker(study, options, worker):
         if options.deadline and time.time() > options.deadline:
             print(f"[worker {worker}] deadline reached after {done} runs", flush=True)
             return
-        records = load_records(options.records)
-        jobs = study.jobs(options, records)
-        keys = [None if job is None else job_key(job, study.key_fields) for job in jobs]
-        todo = [
-            (job, key) for job, key in zip(jobs, keys) if job is not None and key not in records
-        ]
+        jobs, todo = pending(study, options)
         found = next(((job, key) for job, key in todo if claim(options.claims, key)), None)
         if found is None:
             if None not in jobs:
@@ -178,7 +220,7 @@ def run_worker(study, options, worker):
         job, key = found
         record = study.run(job, options)
         record["key"] = key
-        append_record(options.records, stamp(record, options))
+        append_record(study.records_file(options.records, job), stamp(record, options))
         done += 1
         print(f"[worker {worker}] {study.describe(record)}", flush=True)
 
@@ -186,7 +228,7 @@ def run_worker(study, options, worker):
 def parser(study, description):
     """The command line every study shares, with the study's own options added."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--records", default=str(ROOT / study.records))
+    p.add_argument("--records", default=str(ROOT / study.records) if study.records else None)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--claims", default=None, help=argparse.SUPPRESS)
@@ -204,6 +246,7 @@ def parser(study, description):
 
 
 def parse(study, argv, description):
+    """The options of `argv`: the engine's and the study's, settled by `study.finish`."""
     p = parser(study, description)
     options = p.parse_args(argv)
     options.error = p.error
@@ -213,6 +256,33 @@ def parse(study, argv, description):
     )
     study.finish(options)
     return options
+
+
+# Options that say how a study runs or where its pages go, not what they say.
+RUN_OPTIONS = ("--workers", "--worker", "--claims", "--deadline", "--device", "--report", "--out")
+
+
+def page_command(name, argv, flags=("--report-only",)):
+    """The command a generated page names: `python experiments/<name>.py` and `argv`.
+
+    Leaves out `flags` and `RUN_OPTIONS` (with their values), which change
+    neither the records read nor the page; absolute paths inside the
+    repository are shown relative to it, so a page regenerates byte for byte
+    wherever it is written.
+    """
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        option = arg.split("=", 1)[0]
+        if arg in flags or option in RUN_OPTIONS:
+            skip = "=" not in arg and option in RUN_OPTIONS
+            continue
+        if arg.startswith("/"):
+            arg = tables.shown_path(arg, ROOT)
+        out.append(shlex.quote(arg))
+    return " ".join(["python", f"experiments/{name}.py", *out])
 
 
 def _without_internal(argv):
@@ -233,15 +303,18 @@ def main(study, argv, description, script):
     """Runs `study` from its command line: workers, then the report.
 
     `script` is the study module's file: each worker is that script again,
-    with `--worker` and a shared claims folder.
+    with `--worker` and a shared claims folder. No worker starts where every
+    run of the queue is recorded already.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     options = parse(study, argv, description)
-    Path(options.records).parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(options.records) if study.shard else Path(options.records).parent
+    folder.mkdir(parents=True, exist_ok=True)
     if options.worker is not None:
         run_worker(study, options, options.worker)
         return options
-    if not options.report_only:
+    jobs, todo = ([], []) if options.report_only else pending(study, options)
+    if todo or None in jobs:
         claims = tempfile.mkdtemp(prefix=f"{study.name}-claims-")
         rest = _without_internal(argv)
         deadline = (
@@ -254,6 +327,7 @@ def main(study, argv, description, script):
             for i in range(options.workers)
         ]
         codes = [proc.wait() for proc in procs]
+        shutil.rmtree(claims, ignore_errors=True)
         if any(codes):
             raise SystemExit(f"a worker failed with exit codes {codes}")
     study.report(load_records(options.records), options, argv)

@@ -54,11 +54,13 @@ standard FMNIST-vs-MNIST benchmark, which cannot be used offline here.
   statistics, so the shift is in shape, not amplitude.
 - `digits`: scikit-learn digits, classes 8 and 9 held out (no shift sets).
 
-Records: one JSON line per (dataset, method, seed) run in
-`RECORDS/uncertainty-DATASET.jsonl`; a run whose record exists is skipped, so
-an interrupted study resumes where it stopped and datasets can run in
-parallel processes. The report (`report()`) writes `OUT/RESULTS_UNCERTAINTY.md`
-(mean +- std over seeds), a reliability diagram and the shift curves:
+Records: the study engine (`experiments/study.py`) runs the queue; one JSON
+line per (dataset, method, seed) run in `RECORDS/uncertainty-DATASET.jsonl`,
+keyed by `spec_key`; a run whose record exists is skipped, so an interrupted
+study resumes where it stopped, and `--workers` train runs in parallel. The
+report (`experiments/uncertainty_report.py`) writes
+`OUT/RESULTS_UNCERTAINTY.md` (mean +- std over seeds), a reliability diagram
+and the shift curves:
 
     KERAS_BACKEND=jax python experiments/uncertainty.py             # full
     KERAS_BACKEND=jax python experiments/uncertainty.py --quick     # ~1 min
@@ -66,7 +68,6 @@ parallel processes. The report (`report()`) writes `OUT/RESULTS_UNCERTAINTY.md`
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -85,7 +86,7 @@ import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import corruptions  # noqa: E402
 from experiments import datasets  # noqa: E402
-from experiments import records  # noqa: E402
+from experiments import study  # noqa: E402
 from experiments import uncertainty_report  # noqa: E402
 
 DATASETS = uncertainty_report.DATASETS
@@ -318,7 +319,7 @@ def reliability_bins(probs, labels, bins=ECE_BINS):
     }
 
 
-def run(spec, data):
+def train_and_score(spec, data):
     """Trains and scores one (dataset, method, seed); returns its record."""
     keras.backend.clear_session()
     count = spec["n"] if spec["method"] == "ensemble" else 1
@@ -369,77 +370,92 @@ def run(spec, data):
 # ---------------------------------------------------------------------------
 
 
-def specs(options):
+# The spec fields that make a run's key, as `field=value`.
+KEY_FIELDS = (
+    "dataset",
+    "method",
+    "seed",
+    "n",
+    "width",
+    "epochs",
+    "channels",
+    "batch_size",
+    "lr",
+    "size",
+    "train_images",
+)
+
+
+def spec_key(spec):
+    """A run's key: `field=value` of `KEY_FIELDS` (and the shift images where set)."""
+    key = "|".join(f"{k}={spec[k]}" for k in KEY_FIELDS)
+    if spec["shift_images"] is not None:
+        key += f"|shift_images={spec['shift_images']}"
+    return key
+
+
+def specs(options, records=None):
+    """The runs in order: per dataset, seed-major over the methods."""
     out = []
     for dataset in options.datasets:
         setting = options.settings[dataset]
         for seed in range(options.seeds):
             for method in options.methods:
                 best = method == "agrlearn_best"
-                spec = {
-                    "dataset": dataset,
-                    "method": method,
-                    "seed": seed,
-                    "n": options.n,
-                    # None: wrap's default width (sqrt(n)).
-                    "width": (options.width or setting["width"]) if best else None,
-                    "epochs": setting["epochs"] * (options.n if best else 1),
-                    "channels": setting["channels"],
-                    "batch_size": setting["batch_size"],
-                    "lr": options.lr,
-                    "eval_batch": options.eval_batch,
-                    "eager": options.eager,
-                    "size": options.size,
-                    "train_images": options.fashion_train if dataset == "fashion_mnist" else None,
-                    "shift_images": options.shift_images if dataset == "fashion_mnist" else None,
-                }
-                spec["key"] = "|".join(
-                    f"{k}={spec[k]}"
-                    for k in (
-                        "dataset",
-                        "method",
-                        "seed",
-                        "n",
-                        "width",
-                        "epochs",
-                        "channels",
-                        "batch_size",
-                        "lr",
-                        "size",
-                        "train_images",
-                    )
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "seed": seed,
+                        "n": options.n,
+                        # None: wrap's default width (sqrt(n)).
+                        "width": (options.width or setting["width"]) if best else None,
+                        "epochs": setting["epochs"] * (options.n if best else 1),
+                        "channels": setting["channels"],
+                        "batch_size": setting["batch_size"],
+                        "lr": options.lr,
+                        "eval_batch": options.eval_batch,
+                        "eager": options.eager,
+                        "size": options.size,
+                        "train_images": (
+                            options.fashion_train if dataset == "fashion_mnist" else None
+                        ),
+                        "shift_images": (
+                            options.shift_images if dataset == "fashion_mnist" else None
+                        ),
+                    }
                 )
-                if spec["shift_images"] is not None:
-                    spec["key"] += f"|shift_images={spec['shift_images']}"
-                out.append(spec)
     return out
 
 
-def records_path(records_dir, dataset):
-    return Path(records_dir) / f"uncertainty-{dataset}.jsonl"
-
-
 def load_records(records_dir):
-    return records.load_records(records_dir, "uncertainty-*.jsonl")
+    """The records of every dataset in `records_dir`, the last per key."""
+    return list(study.load_records(records_dir).values())
 
 
-def study(options):
-    done = {r["key"] for r in load_records(options.records)}
-    todo = [s for s in specs(options) if s["key"] not in done]
-    loaded = {}
-    for i, spec in enumerate(todo, start=1):
-        if spec["dataset"] not in loaded:
-            loaded[spec["dataset"]] = LOADERS[spec["dataset"]](options)
-        start = time.perf_counter()
-        record = run(spec, loaded[spec["dataset"]])
-        with records_path(options.records, spec["dataset"]).open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(
-            f"[{i}/{len(todo)}] {spec['dataset']} {spec['method']} seed {spec['seed']}: "
-            f"acc {record['test']['accuracy']:.4f} NLL {record['test']['nll']:.4f} "
-            f"({time.perf_counter() - start:.0f} s)",
-            flush=True,
-        )
+# Datasets a worker has loaded, by name.
+_loaded = {}
+
+
+def run(spec, options):
+    """Trains and scores one run of the queue on its dataset."""
+    if spec["dataset"] not in _loaded:
+        _loaded[spec["dataset"]] = LOADERS[spec["dataset"]](options)
+    return train_and_score(spec, _loaded[spec["dataset"]])
+
+
+def describe(record):
+    return (
+        f"{record['dataset']} {record['method']} seed {record['seed']}: "
+        f"acc {record['test']['accuracy']:.4f} NLL {record['test']['nll']:.4f} "
+        f"({record['train_s']:.0f} s training)"
+    )
+
+
+def report(records, options, argv):
+    """Writes `OUT/RESULTS_UNCERTAINTY.md` and its plots from the records by key."""
+    command = study.page_command("uncertainty", argv, flags=())
+    uncertainty_report.write(list(records.values()), options.out, command)
 
 
 # ---------------------------------------------------------------------------
@@ -464,8 +480,7 @@ def names(allowed):
     return parse
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(p):
     p.add_argument("--datasets", type=names(DATASETS), default=list(DATASETS))
     p.add_argument("--methods", type=names(METHODS), default=list(METHODS))
     p.add_argument("--seeds", type=int, default=3)
@@ -500,21 +515,12 @@ def parse(argv):
         help="Fashion-MNIST test images corrupted per corruption and severity",
     )
     p.add_argument(
-        "--records",
-        default=None,
-        help="default: docs/results/uncertainty (runs/uncertainty-quick with --quick)",
-    )
-    p.add_argument(
         "--out", default=None, help="default: docs (runs/uncertainty-quick with --quick)"
     )
     p.add_argument("--eager", action="store_true", help="run models eagerly")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="one seed, tiny data, one epoch: a smoke test of the whole pipeline",
-    )
-    options = p.parse_args(argv)
+
+
+def finish(options):
     options.settings = {
         d: dict(s, epochs=max(1, int(round(s["epochs"] * options.epochs_scale))))
         for d, s in SETTINGS.items()
@@ -534,17 +540,30 @@ def parse(argv):
         quick if options.quick else ROOT / "docs" / "results" / "uncertainty"
     )
     options.out = options.out or str(quick if options.quick else ROOT / "docs")
-    return options
+
+
+STUDY = study.Study(
+    name="uncertainty",
+    key_fields=KEY_FIELDS,
+    key=spec_key,
+    shard="dataset",
+    jobs=specs,
+    run=run,
+    report=report,
+    describe=describe,
+    add_arguments=add_arguments,
+    finish=finish,
+)
+DESCRIPTION = __doc__.split("\n")[0]
+
+
+def parse(argv):
+    """The options of a command line (the engine's and the study's)."""
+    return study.parse(STUDY, argv, DESCRIPTION)
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    options = parse(argv)
-    Path(options.records).mkdir(parents=True, exist_ok=True)
-    if not options.report_only:
-        study(options)
-    command = "python experiments/uncertainty.py " + " ".join(argv)
-    uncertainty_report.write(load_records(options.records), options.out, command.strip())
+    return study.main(STUDY, argv, DESCRIPTION, __file__)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@
 into `out/RESULTS_UNCERTAINTY.md` (mean +- std over seeds per dataset and
 method), `out/uncertainty_reliability.png` (a reliability diagram per
 dataset) and `out/uncertainty_shift.png` (accuracy and NLL against shift
-severity).
+severity). The page says nothing the records do not: it regenerates byte for
+byte from them.
 """
 
 from pathlib import Path
 
-import keras
 import numpy as np
+
+from experiments.tables import markdown_table
+from experiments.tables import write_page
 
 DATASETS = ("fashion_mnist", "mnist1d", "digits")
 METHODS = ("plain", "agrlearn_default", "agrlearn_best", "ensemble")
@@ -61,7 +64,7 @@ def main_table(methods):
     ]
     for name in ood_sets:
         header += [f"AUROC {name}", f"AUPR {name}", f"FPR95 {name}"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for method, runs in methods.items():
         test = lambda key: [r["test"][key] for r in runs if key in r["test"]]  # noqa: E731
         row = [
@@ -86,13 +89,13 @@ def main_table(methods):
             for key in ("ood_auroc", "ood_aupr", "fpr95"):
                 values = [r["ood"][name]["entropy"][key] for r in runs if name in r["ood"]]
                 row.append(mean_std(values))
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+        rows.append(row)
+    return markdown_table(header, rows)
 
 
 def ood_score_table(methods):
     """OOD AUROC by score, for every OOD set."""
-    lines = ["| method | OOD set | entropy | MSP | mutual information |", "|---|---|---|---|---|"]
+    rows = []
     for method, runs in methods.items():
         for name in sorted(runs[0]["ood"]):
             cells = []
@@ -103,8 +106,8 @@ def ood_score_table(methods):
                     if score in r["ood"].get(name, {})
                 ]
                 cells.append(mean_std(values))
-            lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append([LABELS[method], name, *cells])
+    return markdown_table(["method", "OOD set", "entropy", "MSP", "mutual information"], rows)
 
 
 def shift_curves(runs, name, metric):
@@ -123,14 +126,15 @@ def shift_table(methods):
         return []
     levels = len(next(iter(methods.values()))[0]["shift"][names[0]])
     header = ["method", "shift"] + [f"severity {s}" for s in range(levels + 1)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for method, runs in methods.items():
         for name in names:
             accuracy = shift_curves(runs, name, "accuracy")
             nll = shift_curves(runs, name, "nll")
-            cells = [f"{a:.3f} / {b:.3f}" for a, b in zip(accuracy, nll)]
-            lines.append(f"| {LABELS[method]} | {name} | " + " | ".join(cells) + " |")
-    return lines
+            rows.append(
+                [LABELS[method], name, *(f"{a:.3f} / {b:.3f}" for a, b in zip(accuracy, nll))]
+            )
+    return markdown_table(header, rows)
 
 
 def summary_table(groups):
@@ -140,11 +144,20 @@ def summary_table(groups):
     mean NLL over every shifted set and severity; costs are the training and
     test-set inference seconds over plain's.
     """
-    lines = [
-        "| dataset | method | accuracy | NLL | ECE | Brier | disagreement | "
-        "AUROC held-out | shift NLL | train cost | inference cost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "dataset",
+        "method",
+        "accuracy",
+        "NLL",
+        "ECE",
+        "Brier",
+        "disagreement",
+        "AUROC held-out",
+        "shift NLL",
+        "train cost",
+        "inference cost",
     ]
+    rows = []
     for dataset, methods in groups.items():
         cost = {
             m: (np.mean([r["train_s"] for r in runs]), np.mean([r["infer_s"] for r in runs]))
@@ -159,15 +172,19 @@ def summary_table(groups):
             ]
             train, infer = cost[method]
             plain_train, plain_infer = cost.get("plain", (float("nan"), float("nan")))
-            lines.append(
-                f"| {dataset} | {LABELS[method]} | {mean_std(test('accuracy'))} | "
-                f"{mean_std(test('nll'))} | {mean_std(test('ece'))} | {mean_std(test('brier'))} | "
-                f"{mean_std(test('disagreement'))} | "
-                f"{mean_std([r['ood']['held_out']['entropy']['ood_auroc'] for r in runs])} | "
-                f"{mean_std(shifted) if shifted else '-'} | {train / plain_train:.1f} x | "
-                f"{infer / plain_infer:.1f} x |"
+            rows.append(
+                [
+                    dataset,
+                    LABELS[method],
+                    *(mean_std(test(key)) for key in ("accuracy", "nll", "ece", "brier")),
+                    mean_std(test("disagreement")),
+                    mean_std([r["ood"]["held_out"]["entropy"]["ood_auroc"] for r in runs]),
+                    mean_std(shifted) if shifted else "-",
+                    f"{train / plain_train:.1f} x",
+                    f"{infer / plain_infer:.1f} x",
+                ]
             )
-    return lines
+    return markdown_table(header, rows)
 
 
 def mean_nll(runs):
@@ -196,6 +213,15 @@ def yardsticks(methods):
     return lines
 
 
+def environment(records):
+    """The Keras versions and backends the records name (records before their stamp name none)."""
+    kerases = sorted({r["keras"] for r in records if "keras" in r})
+    backends = sorted({r["backend"] for r in records if "backend" in r})
+    if not kerases and not backends:
+        return "backend and Keras version not recorded"
+    return f"Keras {', '.join(kerases) or '?'}, backend {', '.join(backends) or '?'}"
+
+
 def write(records, out, command="python experiments/uncertainty.py"):
     """Writes `out/RESULTS_UNCERTAINTY.md` and its two plots from the records."""
     out = Path(out)
@@ -205,8 +231,8 @@ def write(records, out, command="python experiments/uncertainty.py"):
     lines = [
         "## Uncertainty: plain, AgrLearn and a deep ensemble",
         "",
-        f"Written by `{command}` from {len(records)} runs ({len(seeds)} seed(s); Keras "
-        f"{keras.__version__}, backend {keras.backend.backend()}). Mean ± std over seeds. "
+        f"Written by `{command}` from {len(records)} runs ({len(seeds)} seed(s); "
+        f"{environment(records)}). Mean ± std over seeds. "
         "Training on 8 of 10 classes; OOD = the 2 held-out classes (`held_out`) and, for "
         "Fashion-MNIST, scikit-learn digits upscaled to 28x28 (`digits`); OOD columns use "
         "the entropy score. Times are seconds for the whole training (all members) and "
@@ -233,7 +259,7 @@ def write(records, out, command="python experiments/uncertainty.py"):
         "![accuracy and NLL under shift](uncertainty_shift.png)",
         "",
     ]
-    (out / "RESULTS_UNCERTAINTY.md").write_text("\n".join(lines))
+    write_page(out / "RESULTS_UNCERTAINTY.md", lines)
     plot_reliability(groups, out / "uncertainty_reliability.png")
     plot_shift(groups, out / "uncertainty_shift.png")
 

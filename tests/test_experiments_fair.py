@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from experiments import fair
+from experiments import fair_configs
 from experiments import fair_report
+from experiments import study
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +34,10 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_records_every_arm_with_its_cost(quick_run):
     out, _ = quick_run
-    records = list(fair.load_records(out / "fair.jsonl").values())
+    records = list(study.load_records(out / "fair.jsonl").values())
     arms = {r["arm"] for r in records if r["phase"] == "arms"}
-    assert arms == set(fair.ARMS) - set(fair.ON_REQUEST)
-    assert {r["arm"] for r in records if r["phase"] == "data"} == set(fair.DATA_ARMS)
+    assert arms == set(fair.ARMS) - set(fair_configs.ON_REQUEST)
+    assert {r["arm"] for r in records if r["phase"] == "data"} == set(fair_configs.DATA_ARMS)
     by_arm = {r["arm"]: r for r in records if r["phase"] == "arms"}
     assert by_arm["plain"]["train_flops_x"] == pytest.approx(1.0)
     assert by_arm["ensemble"]["train_flops_x"] == pytest.approx(3.0)
@@ -174,7 +176,7 @@ def test_full_set_configuration_borrows_the_convnet_budget_and_runs_its_own_arms
     assert {j["arm"] for j in full} == {"plain", "wrap-n2", "plain-short"}
     assert {j["budget"] for j in full} == {10} and {j["seed"] for j in full} == {0, 1, 2}
     convnet = [j for j in jobs if j["config"] == "fashion-convnet" and j["phase"] == "arms"]
-    assert {j["arm"] for j in convnet} == set(fair.CONFIRMATION_ARMS)
+    assert {j["arm"] for j in convnet} == set(fair_configs.CONFIRMATION_ARMS)
     long2 = next(j for j in convnet if j["arm"] == "plain-long2")
     assert long2["epochs"] == 20
     data = [j for j in jobs if j["phase"] == "data"]

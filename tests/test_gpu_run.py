@@ -15,6 +15,7 @@ import keras
 import pytest
 
 from experiments import fair
+from experiments import fair_configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PRIORITY = ["plain", "wrap-n2", "wrap-mimo"]
@@ -39,7 +40,7 @@ def test_quick_run_records_and_continues_where_records_stop(tmp_path):
     assert [r["arm"] for r in study[:4]] == ["plain"] + PRIORITY
     assert [r["phase"] for r in study[:4]] == ["budget", "arms", "arms", "arms"]
     rest = [r for r in study[4:] if r["phase"] == "arms"]
-    expected = {*fair.CONFIRMATION_ARMS, "wrap-n2-long2"} - set(PRIORITY)
+    expected = {*fair_configs.CONFIRMATION_ARMS, "wrap-n2-long2"} - set(PRIORITY)
     assert {r["arm"] for r in rest} == expected
     data = {r["arm"] for r in study if r["phase"] == "data"}
     assert data == set(fair.CONFIGS["fashion-convnet"]["data_arms"])

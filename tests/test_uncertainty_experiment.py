@@ -8,6 +8,7 @@ import pytest
 
 from experiments import corruptions
 from experiments import datasets
+from experiments import study
 from experiments import uncertainty
 
 
@@ -167,8 +168,20 @@ def test_quick_run_on_digits_resumes_and_reports(tmp_path, monkeypatch):
         assert (out / plot).stat().st_size > 0
     lines = (records / "uncertainty-digits.jsonl").read_text().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["size"] == "quick"
-    # A second run trains nothing and rebuilds the report.
+    assert all(run["backend"] and run["keras"] and run["command"] for run in runs)
+    # A second run starts no worker and rebuilds the report.
     (out / "RESULTS_UNCERTAINTY.md").unlink()
-    monkeypatch.setattr(uncertainty, "run", pytest.fail)
+    monkeypatch.setattr(study.subprocess, "Popen", pytest.fail)
     uncertainty.main(argv)
     assert (out / "RESULTS_UNCERTAINTY.md").exists()
+
+
+def test_keys_are_those_of_the_records():
+    options = uncertainty.parse(["--datasets", "fashion_mnist", "--methods", "agrlearn_best"])
+    (spec,) = uncertainty.specs(options)[:1]
+    assert uncertainty.STUDY.key_of(spec) == (
+        "dataset=fashion_mnist|method=agrlearn_best|seed=0|n=3|width=2.0|epochs=30|channels=32|"
+        "batch_size=128|lr=0.001|size=full|train_images=5000|shift_images=2000"
+    )
+    records = study.load_records(study.ROOT / "docs" / "results" / "uncertainty")
+    assert uncertainty.STUDY.key_of(spec) in records
