@@ -13,6 +13,7 @@ import pytest
 
 from experiments import dropin
 from experiments import fair
+from experiments import regime
 from experiments import uncertainty
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ PAGES = [
         ],
     ),
     ("RESULTS_UNCERTAINTY.md", uncertainty, ["--report-only"]),
+    ("REGIME.md", regime, ["--report-only"]),
 ]
 
 
