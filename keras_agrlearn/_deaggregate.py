@@ -5,10 +5,8 @@ from keras import ops
 
 from keras_agrlearn import _defaults
 from keras_agrlearn import _grouping
+from keras_agrlearn import _settings
 from keras_agrlearn import _validation
-
-# What a saved config without `inference` meant: the default before 1.0.
-_SAVED_BEFORE_1_0 = {"inference": "group"}
 
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
@@ -123,12 +121,6 @@ class Deaggregate(keras.layers.Layer):
 
     def build(self, inputs_shape, reference_shape=None, readout_shape=None):
         _validation.check_axis(self.axis, len(inputs_shape))
-
-    def _modes(self, training):
-        """The modes a symbolic call builds for: both when `training` is None."""
-        if training is None:
-            return ("training", self.inference)
-        return (_grouping.mode_of(training, self.inference),)
 
     def _layout(self, inputs, reference, readout, modes):
         """The layout to undo in `modes`, after checking the call.
@@ -267,7 +259,9 @@ class Deaggregate(keras.layers.Layer):
         elif readout_shape is not None:
             shape[0] = readout_shape[0]
         else:
-            rows = {self._rows(shape[0], mode) for mode in self._modes(training)}
+            rows = {
+                self._rows(shape[0], mode) for mode in _grouping.modes(training, self.inference)
+            }
             shape[0] = rows.pop() if len(rows) == 1 else None
         return tuple(shape)
 
@@ -283,7 +277,7 @@ class Deaggregate(keras.layers.Layer):
         return groups * self.n
 
     def compute_output_spec(self, inputs, reference=None, readout=None, training=None):
-        self._layout(inputs, reference, readout, self._modes(training))
+        self._layout(inputs, reference, readout, _grouping.modes(training, self.inference))
         return keras.KerasTensor(
             self.compute_output_shape(
                 inputs.shape,
@@ -308,7 +302,7 @@ class Deaggregate(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        return super().from_config({**_SAVED_BEFORE_1_0, **config})
+        return super().from_config(_settings.saved_config(config, ("inference",)))
 
 
 def _describe_aggregate(aggregate):

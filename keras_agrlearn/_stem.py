@@ -30,7 +30,7 @@ DATA_FORMATS = ("channels_last", "channels_first")
 
 def stem_model(
     model,
-    aggregation,
+    settings,
     head=None,
     classes=None,
     name=None,
@@ -42,7 +42,7 @@ def stem_model(
     Args:
         model: a built `keras.Model`, Functional, Sequential or subclassed,
             with one float input.
-        aggregation: the `_walker.Aggregation` to use.
+        settings: the model's `_settings.Settings`.
         head: str or None, the head layer of a Functional model; its input
             is the penultimate feature map. Defaults to the last `Dense` or
             `Conv` layer on the way to the output.
@@ -104,6 +104,7 @@ def stem_model(
         _graph.input_name(graph.inputs[0]) if functional else _graph.subclassed_input_name(model)
     )
     inputs = keras.Input(batch_shape=shape, dtype=dtype, name=input_name)
+    aggregation = _walker.Aggregation(settings)
     walker = StemWalker(aggregation, heads)
     projected = walker.tag(
         _project(walker.aggregate(inputs, axis), shape[axis], aggregation.n, axis),

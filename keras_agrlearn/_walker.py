@@ -23,6 +23,7 @@ from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn._aggregate import Aggregate
+from keras_agrlearn._settings import Settings
 
 # Layers that act on each sample alone and never mix channels; they stay before
 # `Aggregate`, so per-sample preprocessing sees the data layout it was built for.
@@ -107,24 +108,29 @@ def _mixes_scores_error(kind, operation):
 class Aggregation:
     """How a walk aggregates samples, and what it recorded doing so.
 
-    Holds the `Aggregate` options (without `axis`, which each aggregation
-    point decides), makes one `Aggregate` layer per feature axis and records
-    the first aggregated tensor (`reference`) and the `readout`, which
-    `Deaggregate` needs after the head.
+    Reads the model's `_settings.Settings`, makes one `Aggregate` layer per
+    feature axis (each aggregation point decides its axis) and records the
+    first aggregated tensor (`reference`), the `readout`, which `Deaggregate`
+    needs after the head, and the per-slot loss weights of a feature mixing
+    layer (`slot_weights`, None without one).
     """
 
-    def __init__(self, options, objective="mean"):
-        self.options = dict(options)
-        self.n = self.options["n"]
-        self.inference = self.options.get("inference", "group")
-        self.objective = objective
+    def __init__(self, settings):
+        self.settings = settings
         self.layers = {}
         self.reference = None
         self.readout = None
+        self.slot_weights = None
+
+    @property
+    def n(self):
+        return self.settings.n
 
     def __call__(self, value, axis):
         if axis not in self.layers:
-            self.layers[axis] = Aggregate(axis=axis, **self.options)
+            self.layers[axis] = Aggregate(
+                self.settings.n, axis=axis, **self.settings.aggregate_options()
+            )
         layer = self.layers[axis]
         if layer.needs_readout:
             aggregated, self.readout = layer(value, return_readout=True)
@@ -351,7 +357,7 @@ class _Probe(GraphWalker):
     """
 
     def __init__(self, heads, aggregate_after):
-        super().__init__(Aggregation({"n": 1}), heads, aggregate_after)
+        super().__init__(Aggregation(Settings(n=1)), heads, aggregate_after)
         self.axes = []
 
     def layer_for(self, layer, args):

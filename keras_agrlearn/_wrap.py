@@ -10,9 +10,9 @@ from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _rebuild
+from keras_agrlearn import _settings
 from keras_agrlearn import _stem
 from keras_agrlearn import _validation
-from keras_agrlearn import _walker
 from keras_agrlearn._aggregate import Aggregate
 from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._model import AgrLearnModel
@@ -220,6 +220,8 @@ def wrap(
     inference = _validation.check_inference(inference)
     objective = _validation.check_objective(_defaults.OBJECTIVE if objective is None else objective)
     draws = _validation.check_draws(draws)
+    shuffle = _validation.check_bool("shuffle", shuffle)
+    seed = _validation.check_seed(seed)
     if repetition is not None:
         repetition = _validation.check_repetition(repetition)
     if batch_repetition is not None:
@@ -249,17 +251,16 @@ def wrap(
     repetition, batch_repetition = _training_layout(
         n, inference, shuffle, repetition, batch_repetition, points
     )
-    aggregation = _walker.Aggregation(
-        {
-            "n": n,
-            "inference": inference,
-            "shuffle": shuffle,
-            "repetition": repetition,
-            "batch_repetition": batch_repetition,
-            "draws": draws,
-            "seed": seed,
-        },
-        objective,
+    settings = _settings.Settings(
+        n=n,
+        width=width,
+        inference=inference,
+        shuffle=shuffle,
+        repetition=repetition,
+        batch_repetition=batch_repetition,
+        objective=objective,
+        draws=draws,
+        seed=seed,
     )
     name = name or f"agrlearn_{model.name}"
     if verbose:
@@ -270,7 +271,7 @@ def wrap(
     if strategy == "stem":
         return _stem.stem_model(
             backbone,
-            aggregation,
+            settings,
             head=head,
             classes=classes,
             name=name,
@@ -279,8 +280,7 @@ def wrap(
         )
     return _rebuild.rebuild_model(
         backbone,
-        aggregation,
-        width=width,
+        settings,
         head=head,
         aggregate_after=aggregate_after,
         name=name,
