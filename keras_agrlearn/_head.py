@@ -114,10 +114,13 @@ def regroup(scores, aggregation, activation, dtype, name, axis=-1):
         name=None if activated else name,
         **settings.deaggregate_options(),
     )
+    slot_weights = {}
+    if aggregation.slot_weights is not None:
+        slot_weights = {"slot_weights": aggregation.slot_weights}
     if aggregation.readout is not None:
-        outputs = deaggregate(scores, readout=aggregation.readout)
+        outputs = deaggregate(scores, readout=aggregation.readout, **slot_weights)
     else:
-        outputs = deaggregate(scores, aggregation.reference)
+        outputs = deaggregate(scores, aggregation.reference, **slot_weights)
     if activated:
         outputs = keras.layers.Activation(activation, dtype=dtype, name=name)(outputs)
     return outputs

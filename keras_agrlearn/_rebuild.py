@@ -110,7 +110,7 @@ def rebuild_model(
                 "the layer that produces the class scores."
             )
     outputs = _graph.with_output_names(graph, outputs)
-    rebuilt = AgrLearnModel(inputs, outputs, name=name)
+    rebuilt = AgrLearnModel(inputs, outputs, name=name, settings=settings)
     if settings.width == 1.0:
         reset = _pretrained.keep_weights(walker.pairs.values(), heads, settings.n)
     else:
@@ -142,6 +142,9 @@ class Rebuilder(_walker.GraphWalker):
         clone = super().clone(layer, **overrides)
         self.pairs[id(layer)] = (layer, clone)
         return clone
+
+    def record_mixed(self, layer, mixed):
+        self.pairs[id(layer)] = (layer, mixed)
 
     def layer_for(self, layer, args):
         if isinstance(layer, keras.layers.Reshape):

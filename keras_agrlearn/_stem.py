@@ -19,6 +19,7 @@ from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _validation
 from keras_agrlearn import _walker
+from keras_agrlearn._mixed_encoders import MixedEncoders
 from keras_agrlearn._model import AgrLearnModel
 
 STEM_NAME = "agrlearn_stem"
@@ -107,14 +108,14 @@ def stem_model(
     aggregation = _walker.Aggregation(settings)
     walker = StemWalker(aggregation, heads)
     projected = walker.tag(
-        _project(walker.aggregate(inputs, axis), shape[axis], aggregation.n, axis),
+        _project(walker.aggregate(inputs, axis), shape[axis], aggregation, axis),
         _walker.AGGREGATED,
     )
     if functional:
         outputs = _graph.with_output_names(graph, walker.run(graph, [projected]))
     else:
         outputs = _new_head(model(projected), aggregation, classes)
-    return AgrLearnModel(inputs, outputs, name=name)
+    return AgrLearnModel(inputs, outputs, name=name, settings=settings)
 
 
 def input_channel_axis(rank, data_format=None):
@@ -150,14 +151,18 @@ def stem_kernel(channels, n):
     return np.tile(np.eye(channels, dtype="float32") / n, (n, 1))
 
 
-def _project(aggregated, channels, n, axis):
+def _project(aggregated, channels, aggregation, axis):
     """The learned `n*C -> C` projection, started as the mean of the n slots.
 
     A `Dense` projects the last axis; channels-first data are projected by a
-    1x1 convolution in that format.
+    1x1 convolution in that format. With feature mixing the projection is n
+    per-slot projections (`MixedEncoders`), each started as the identity
+    divided by n, whose outputs are mixed in training.
     """
     if channels is None:
         raise ValueError(f"The stem strategy needs a known channel count (input axis {axis}).")
+    settings = aggregation.settings
+    n = settings.n
     rank = len(aggregated.shape)
     kernel = stem_kernel(channels, n)
     if axis == -1:
@@ -173,6 +178,13 @@ def _project(aggregated, channels, n, axis):
             channels, 1, use_bias=False, data_format="channels_first", name=STEM_NAME
         )
         kernel = kernel.reshape((1,) * (rank - 2) + kernel.shape)
+    if settings.mixes:
+        mixed = MixedEncoders(projection, n, axis=axis, name=STEM_NAME, **settings.mixing_options())
+        projected, aggregation.slot_weights = mixed(aggregated, return_slot_weights=True)
+        slot_kernel = kernel[..., :channels, :]
+        for encoder in mixed.encoders:
+            encoder.kernel.assign(slot_kernel)
+        return projected
     projected = projection(aggregated)
     projection.kernel.assign(kernel)
     return projected
