@@ -12,6 +12,7 @@ from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._evaluation import evaluate_uncertainty
 from keras_agrlearn._members import members
 from keras_agrlearn._mixed_encoders import MixedEncoders
+from keras_agrlearn._mixing_decay import MixingDecay
 from keras_agrlearn._model import AgrLearnModel
 from keras_agrlearn._rebuild import scaled_width
 from keras_agrlearn._wrap import wrap
@@ -27,6 +28,7 @@ __all__ = [
     "Deaggregate",
     "ExpectedCalibrationError",
     "MixedEncoders",
+    "MixingDecay",
     "NegativeLogLikelihood",
     "evaluate_uncertainty",
     "members",
