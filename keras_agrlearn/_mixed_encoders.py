@@ -154,6 +154,8 @@ class MixedEncoders(keras.layers.Layer):
             "use_bias": False,
             "activation": None,
             "activity_regularizer": None,
+            # The encoders compute in this layer's dtype policy.
+            "dtype": self.dtype_policy,
         }
         self.encoders = [
             type(layer).from_config({**encoder, "name": f"{self.name}_encoder_{slot}"})
