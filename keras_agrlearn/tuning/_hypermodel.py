@@ -213,7 +213,11 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             learning_rate = hp.Float("learning_rate", low, high, sampling="log")
         mixing = {}
         if self.mixing is not None:
-            mixing["mixing"] = _declare(hp, "mixing", self.mixing)
+            mixing["mixing"] = (
+                hp.Choice("mixing", self.mixing)
+                if len(self.mixing) > 1
+                else hp.Fixed("mixing", self.mixing[0])
+            )
         model = self._wrap(n, width, batch_repetition, repetition, **mixing)
         model.compile(
             optimizer=self._new_optimizer(learning_rate),
