@@ -79,11 +79,7 @@ def build(mixing, seed, channels):
 
 def training_cost(model, samples, batch_size):
     """Forward FLOPs per pass and passes per epoch, from the model's settings."""
-    settings = model.settings
-    passes = _flops.passes_per_epoch(
-        samples, batch_size, settings.n, settings.repetition, settings.batch_repetition
-    )
-    return _flops.forward_flops(model), passes
+    return _flops.forward_flops(model), _flops.model_passes_per_epoch(model, samples, batch_size)
 
 
 def run(mixing, seed, data, options):
@@ -155,13 +151,13 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-2)
     p.add_argument("--samples", type=int, default=5000)
-    p.add_argument("--cache", default=str(ROOT / "docs" / "results" / "cache"))
+    p.add_argument("--cache", default="docs/results/cache", help="relative to the repository")
     p.add_argument("--out", default=None, help="JSON file for the per-seed records")
     p.add_argument("--quick", action="store_true", help="2 epochs, 1 seed, 1,000 samples")
     options = p.parse_args(argv)
     if options.quick:
         options.epochs, options.seeds, options.samples = 2, options.seeds[:1], 1000
-    data = datasets.load_mnist1d(options.samples, Path(options.cache))
+    data = datasets.load_mnist1d(options.samples, ROOT / options.cache)
     samples = len(data[0][0])
     costs = {
         arm: training_cost(build(arm, 0, options.channels), samples, options.batch_size)

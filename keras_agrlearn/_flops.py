@@ -106,6 +106,29 @@ def passes_per_epoch(samples, batch_size, n=1, repetition=0.0, batch_repetition=
     return total
 
 
+def model_passes_per_epoch(model, samples, batch_size):
+    """`passes_per_epoch` of a model, read from its settings.
+
+    A model built by `keras_agrlearn.wrap` carries its `n`, input repetition
+    and batch repetition (`model.settings`); any other model is the plain
+    network, one pass per sample.
+
+    Args:
+        model: a `keras.Model`.
+        samples: int, training samples per epoch.
+        batch_size: int, samples per batch.
+
+    Returns:
+        An int, the forward passes of one epoch.
+    """
+    settings = getattr(model, "settings", None)
+    if settings is None:
+        return passes_per_epoch(samples, batch_size)
+    return passes_per_epoch(
+        samples, batch_size, settings.n, settings.repetition, settings.batch_repetition
+    )
+
+
 def _positions(layer):
     """Output entries per channel of `layer`'s first call, batch excluded."""
     shape = _output_shape(layer)

@@ -14,6 +14,7 @@ from keras_agrlearn import MixingDecay
 from keras_agrlearn import wrap
 from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._flops import forward_flops
+from keras_agrlearn._flops import model_passes_per_epoch
 from keras_agrlearn._settings import Settings
 
 
@@ -276,6 +277,9 @@ def test_flops_count_the_per_slot_encoders():
         for n in (2, 3):
             summed = forward_flops(wrap(backbone, n=n))
             assert forward_flops(wrap(backbone, n=n, mixing="cut")) == summed
+    model = wrap(_conv2d(), n=2, mixing="cut", repetition=0.0, batch_repetition=2)
+    assert model_passes_per_epoch(model, 100, 10) == 100
+    assert model_passes_per_epoch(_conv2d(), 100, 10) == 100
     stem = forward_flops(wrap(_conv2d(), n=2, strategy="stem"))
     assert forward_flops(wrap(_conv2d(), n=2, strategy="stem", mixing="cut")) == stem
 
