@@ -16,6 +16,9 @@ ENCODER_LAYERS = (
 )
 # Keeps the mixing ratios of the "other" slots finite when a cut takes all.
 _EPSILON = 1e-6
+# Candidates per Gamma draw: Marsaglia and Tsang's test accepts each with
+# probability above 0.95, so all of them fail with probability below 1e-10.
+_GAMMA_CANDIDATES = 8
 
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
@@ -219,9 +222,7 @@ class MixedEncoders(keras.layers.Layer):
     def _mix(self, features):
         """The mixed features and the `(G, n)` slot loss weights of one call."""
         groups = ops.shape(features[0])[0]
-        gammas = keras.random.gamma(
-            (groups, self.n), self.alpha, dtype="float32", seed=self.seed_generator
-        )
+        gammas = _gamma((groups, self.n), self.alpha, self.seed_generator)
         ratios = gammas / ops.sum(gammas, axis=1, keepdims=True)
         rank = len(features[0].shape)
         dtype = features[0].dtype
@@ -316,6 +317,40 @@ class MixedEncoders(keras.layers.Layer):
             }
         )
         return config
+
+
+def _gamma(shape, alpha, seed_generator):
+    """Gamma(alpha, 1) draws of `shape` from normal and uniform draws only.
+
+    Marsaglia and Tsang's method (2000), with a fixed number of candidates
+    per draw so that it is one vectorised computation on every backend
+    (`keras.random.gamma` has no XLA kernel on TensorFlow). For alpha < 1 it
+    draws Gamma(alpha + 1) and multiplies by `U ** (1 / alpha)`. The Beta and
+    Dirichlet ratios are normalised Gamma draws.
+    """
+    boost = alpha < 1.0
+    d = (alpha + 1.0 if boost else alpha) - 1.0 / 3.0
+    c = 1.0 / (9.0 * d) ** 0.5
+    candidates = (_GAMMA_CANDIDATES,) + tuple(shape)
+    x = keras.random.normal(candidates, seed=seed_generator)
+    u = keras.random.uniform(candidates, seed=seed_generator)
+    v = (1.0 + c * x) ** 3
+    positive = v > 0
+    safe_v = ops.where(positive, v, 1.0)
+    accepted = ops.logical_and(
+        positive, ops.log(u) < 0.5 * x**2 + d - d * safe_v + d * ops.log(safe_v)
+    )
+    # The first accepted candidate (the last one if none is).
+    first = ops.argmax(
+        ops.concatenate(
+            [ops.cast(accepted[:-1], "int32"), ops.ones((1,) + tuple(shape), "int32")], axis=0
+        ),
+        axis=0,
+    )
+    draws = ops.squeeze(ops.take_along_axis(d * safe_v, ops.expand_dims(first, 0), axis=0), 0)
+    if boost:
+        draws = draws * keras.random.uniform(tuple(shape), seed=seed_generator) ** (1.0 / alpha)
+    return draws
 
 
 def _output_channel_axis(layer, rank):

@@ -151,7 +151,7 @@ def test_cut_is_one_box(template, positions, channels):
         for interval in intervals:
             # One run of True, cyclically: at most one rising edge (none when full).
             rises = np.sum(interval & ~np.roll(interval, 1))
-            assert rises == 1
+            assert rises <= 1
 
 
 @pytest.mark.parametrize(
