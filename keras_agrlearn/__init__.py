@@ -11,6 +11,8 @@ from keras_agrlearn._aggregate import Aggregate
 from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._evaluation import evaluate_uncertainty
 from keras_agrlearn._members import members
+from keras_agrlearn._mixed_encoders import MixedEncoders
+from keras_agrlearn._mixing_decay import MixingDecay
 from keras_agrlearn._model import AgrLearnModel
 from keras_agrlearn._rebuild import scaled_width
 from keras_agrlearn._wrap import wrap
@@ -25,6 +27,8 @@ __all__ = [
     "BrierScore",
     "Deaggregate",
     "ExpectedCalibrationError",
+    "MixedEncoders",
+    "MixingDecay",
     "NegativeLogLikelihood",
     "evaluate_uncertainty",
     "members",

@@ -8,11 +8,8 @@ from keras import ops
 from keras_agrlearn import _data_parallel
 from keras_agrlearn import _defaults
 from keras_agrlearn import _grouping
+from keras_agrlearn import _settings
 from keras_agrlearn import _validation
-
-# What a saved config without these keys meant: the defaults before 1.0, so a
-# layer saved then behaves as it did.
-_SAVED_BEFORE_1_0 = {"inference": "group", "repetition": 0.0, "batch_repetition": 1}
 
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
@@ -283,7 +280,10 @@ class Aggregate(keras.layers.Layer):
         """
         axis = _validation.check_axis(self.axis, len(input_shape))
         shape = list(input_shape)
-        batches = {self._grouped_batch(shape[0], mode) for mode in self._modes(training)}
+        batches = {
+            self._grouped_batch(shape[0], mode)
+            for mode in _grouping.modes(training, self.inference)
+        }
         shape[0] = batches.pop() if len(batches) == 1 else None
         if shape[axis] is not None:
             shape[axis] *= self.n
@@ -293,7 +293,7 @@ class Aggregate(keras.layers.Layer):
         # A symbolic call builds a graph for training and inference alike
         # (`training` is None): it must ask for the readout if either mode
         # draws at random.
-        for mode in self._modes(training):
+        for mode in _grouping.modes(training, self.inference):
             self._check_readout_requested(self._layout(mode), return_readout)
         outputs = keras.KerasTensor(
             self.compute_output_shape(inputs.shape, training), dtype=inputs.dtype
@@ -305,16 +305,10 @@ class Aggregate(keras.layers.Layer):
         _grouping.remember(readout, self)
         return outputs, readout
 
-    def _modes(self, training):
-        """The modes a call may run in: both when `training` is None."""
-        if training is None:
-            return ("training", self.inference)
-        return (_grouping.mode_of(training, self.inference),)
-
     def _readout_width(self, training):
         """How many slots each sample owns, when the mode fixes it."""
         widths = set()
-        for mode in self._modes(training):
+        for mode in _grouping.modes(training, self.inference):
             if mode == "training":
                 owned = self.n if self.repetition > 0 else 1
                 widths.add(owned * self.batch_repetition)
@@ -340,4 +334,6 @@ class Aggregate(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        return super().from_config({**_SAVED_BEFORE_1_0, **config})
+        return super().from_config(
+            _settings.saved_config(config, ("inference", "repetition", "batch_repetition"))
+        )

@@ -5,10 +5,8 @@ from keras import ops
 
 from keras_agrlearn import _defaults
 from keras_agrlearn import _grouping
+from keras_agrlearn import _settings
 from keras_agrlearn import _validation
-
-# What a saved config without `inference` meant: the default before 1.0.
-_SAVED_BEFORE_1_0 = {"inference": "group"}
 
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
@@ -79,6 +77,11 @@ class Deaggregate(keras.layers.Layer):
         inputs: the grouped outputs `(G, ..., n*K)`.
         reference: optional, the tensor that entered `Aggregate`.
         readout: optional int tensor `(B, R)` from `Aggregate`.
+        slot_weights: optional `(G, n)` loss weights of the slots, from
+            `MixedEncoders(...)(x, return_slot_weights=True)`. In training with
+            `objective="slots"` the layer keeps the weights of the rows it
+            returns in `loss_weights`, which `AgrLearnModel` multiplies into
+            the sample weights; otherwise they are not used.
         training: bool, whether the layer runs in training mode.
 
     Returns:
@@ -120,15 +123,24 @@ class Deaggregate(keras.layers.Layer):
         self.inference = _validation.check_inference(inference)
         self.objective = _validation.check_objective(objective)
         self.supports_masking = False
+        # The per-row loss weights of the last call (see `loss_weights`).
+        self._loss_weights = None
 
-    def build(self, inputs_shape, reference_shape=None, readout_shape=None):
+    @property
+    def loss_weights(self):
+        """The per-row loss weights of the last call, or None.
+
+        Set by a training call with `objective="slots"` that received
+        `slot_weights`: one weight per row the loss scores (`(B * R,)` in the
+        order of `AgrLearnModel`'s rows), read by `AgrLearnModel.compute_loss`
+        in the same step. None after any other call.
+        """
+        return self._loss_weights
+
+    def build(
+        self, inputs_shape, reference_shape=None, readout_shape=None, slot_weights_shape=None
+    ):
         _validation.check_axis(self.axis, len(inputs_shape))
-
-    def _modes(self, training):
-        """The modes a symbolic call builds for: both when `training` is None."""
-        if training is None:
-            return ("training", self.inference)
-        return (_grouping.mode_of(training, self.inference),)
 
     def _layout(self, inputs, reference, readout, modes):
         """The layout to undo in `modes`, after checking the call.
@@ -229,10 +241,13 @@ class Deaggregate(keras.layers.Layer):
     def _describe(self):
         return f"Deaggregate '{self.name}' (n={self.n}, inference={self.inference!r})"
 
-    def call(self, inputs, reference=None, readout=None, training=None):
+    def call(self, inputs, reference=None, readout=None, slot_weights=None, training=None):
         axis = _validation.check_axis(self.axis, len(inputs.shape))
         mode = _grouping.mode_of(training, self.inference)
         layout = self._layout(inputs, reference, readout, (mode,))
+        self._loss_weights = None
+        if training and self.objective == "slots" and slot_weights is not None:
+            self._loss_weights = _rows_weights(slot_weights, layout, reference, readout)
         if layout == _grouping.TILE:
             shape = list(ops.shape(inputs))
             k = shape[axis] // self.n
@@ -251,7 +266,12 @@ class Deaggregate(keras.layers.Layer):
         return slots
 
     def compute_output_shape(
-        self, inputs_shape, reference_shape=None, readout_shape=None, training=None
+        self,
+        inputs_shape,
+        reference_shape=None,
+        readout_shape=None,
+        slot_weights_shape=None,
+        training=None,
     ):
         """The output shape; its batch is known where the mode fixes it.
 
@@ -267,7 +287,9 @@ class Deaggregate(keras.layers.Layer):
         elif readout_shape is not None:
             shape[0] = readout_shape[0]
         else:
-            rows = {self._rows(shape[0], mode) for mode in self._modes(training)}
+            rows = {
+                self._rows(shape[0], mode) for mode in _grouping.modes(training, self.inference)
+            }
             shape[0] = rows.pop() if len(rows) == 1 else None
         return tuple(shape)
 
@@ -282,8 +304,11 @@ class Deaggregate(keras.layers.Layer):
             return None
         return groups * self.n
 
-    def compute_output_spec(self, inputs, reference=None, readout=None, training=None):
-        self._layout(inputs, reference, readout, self._modes(training))
+    def compute_output_spec(
+        self, inputs, reference=None, readout=None, slot_weights=None, training=None
+    ):
+        self._loss_weights = None
+        self._layout(inputs, reference, readout, _grouping.modes(training, self.inference))
         return keras.KerasTensor(
             self.compute_output_shape(
                 inputs.shape,
@@ -308,7 +333,21 @@ class Deaggregate(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        return super().from_config({**_SAVED_BEFORE_1_0, **config})
+        return super().from_config(_settings.saved_config(config, ("inference",)))
+
+
+def _rows_weights(slot_weights, layout, reference, readout):
+    """The `(G, n)` slot loss weights of the rows the loss scores, flat.
+
+    Slot `s` of group `g` is slot row `g * n + s` (`groups_to_slots`); a
+    sample's rows are its owned slots, in `readout` order.
+    """
+    flat = ops.reshape(slot_weights, (-1,))
+    if layout == _grouping.GATHER:
+        return ops.reshape(ops.take(flat, readout, axis=0), (-1,))
+    if reference is not None:
+        return flat[: _grouping.batch_size(reference)]
+    return flat
 
 
 def _describe_aggregate(aggregate):

@@ -24,6 +24,15 @@ REPETITION = 0.5
 BATCH_REPETITION = 1
 # Training loss on the mean of a sample's slots ("mean") or on each slot ("slots").
 OBJECTIVE = "mean"
+# How the first channel-mixing layer combines the slots' features in training:
+# summed, as a layer over the n concatenated samples does (MIMO, AgrLearn).
+MIXING = "sum"
+# MixMo's settings (Rame et al., 2021) for mixing="cut" or "linear": mixing
+# ratios ~ Beta(alpha, alpha), the cut mask with probability MIXING_PROB (else
+# linear mixing), slot losses reweighted with root MIXING_ROOT.
+MIXING_ALPHA = 2.0
+MIXING_PROB = 0.5
+MIXING_ROOT = 3.0
 
 
 def repetition_for(n, inference):

@@ -6,7 +6,9 @@ the plain network's. A forward pass is counted analytically: every layer with
 a `kernel` (`Dense`, `Conv1D/2D/3D`, `DepthwiseConv`; `SeparableConv` counts
 its two kernels) costs two FLOPs (a multiply and an add) per kernel weight
 per output position, where the output positions are the entries of the
-layer's output shape without the batch and channel axes. Biases,
+layer's output shape without the batch and channel axes. The n per-slot
+encoders of a `MixedEncoders` layer count as n such kernels, the same as the
+one layer over n*C channels they replace; their mixing is left out. Biases,
 activations, normalisation, pooling and the aggregation itself are left out:
 they cost a few operations per output value, a kernel as many as its input
 channels times its window. A training step is counted as
@@ -29,6 +31,7 @@ import math
 import keras
 
 from keras_agrlearn import _keras_internals
+from keras_agrlearn._mixed_encoders import MixedEncoders
 
 # Forward plus backward, about twice the forward.
 TRAINING_PASS_COST = 3
@@ -55,8 +58,17 @@ def forward_flops(model):
             input, so its output shape is unknown.
     """
     total = 0
-    for layer in _keras_internals.sublayers(model):
-        if isinstance(layer, keras.Model):
+    layers = _keras_internals.sublayers(model)
+    # A `MixedEncoders` layer counts its encoders' kernels at its own output
+    # positions: the encoders run inside its call, never on symbolic inputs.
+    encoders = {
+        id(encoder)
+        for layer in layers
+        if isinstance(layer, MixedEncoders)
+        for encoder in layer.encoders
+    }
+    for layer in layers:
+        if isinstance(layer, keras.Model) or id(layer) in encoders:
             continue
         kernels = [w for w in layer.weights if w.path.split("/")[-1] in _KERNELS]
         if not kernels:
@@ -94,6 +106,29 @@ def passes_per_epoch(samples, batch_size, n=1, repetition=0.0, batch_repetition=
     return total
 
 
+def model_passes_per_epoch(model, samples, batch_size):
+    """`passes_per_epoch` of a model, read from its settings.
+
+    A model built by `keras_agrlearn.wrap` carries its `n`, input repetition
+    and batch repetition (`model.settings`); any other model is the plain
+    network, one pass per sample.
+
+    Args:
+        model: a `keras.Model`.
+        samples: int, training samples per epoch.
+        batch_size: int, samples per batch.
+
+    Returns:
+        An int, the forward passes of one epoch.
+    """
+    settings = getattr(model, "settings", None)
+    if settings is None:
+        return passes_per_epoch(samples, batch_size)
+    return passes_per_epoch(
+        samples, batch_size, settings.n, settings.repetition, settings.batch_repetition
+    )
+
+
 def _positions(layer):
     """Output entries per channel of `layer`'s first call, batch excluded."""
     shape = _output_shape(layer)
@@ -101,7 +136,11 @@ def _positions(layer):
 
 
 def _output_shape(layer):
-    shape = layer.output.shape if hasattr(layer, "output") else None
+    output = layer.output if hasattr(layer, "output") else None
+    # A layer with several outputs (`MixedEncoders` with its slot weights)
+    # is counted at its first, the features.
+    output = keras.tree.flatten(output)[0] if output is not None else None
+    shape = output.shape if output is not None else None
     if shape is None:
         raise ValueError(f"Layer {layer.name!r} has not been called on a symbolic input.")
     return tuple(shape)

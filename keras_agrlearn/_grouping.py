@@ -42,6 +42,14 @@ def mode_of(training, inference):
     return "training" if training else inference
 
 
+def modes(training, inference):
+    """The modes a call may run in: both training and `inference` when
+    `training` is None (a symbolic call builds for either)."""
+    if training is None:
+        return ("training", inference)
+    return (mode_of(training, inference),)
+
+
 def layout(mode, permutes_in_training=False):
     """The layout a call in `mode` uses (see TILE, CONSECUTIVE, GATHER).
 

@@ -102,22 +102,25 @@ def output_dtype(layer):
 def regroup(scores, aggregation, activation, dtype, name, axis=-1):
     """`n * K` grouped scores back to per-sample rows, then the head's activation.
 
-    `aggregation` is the walker's record of the aggregation point: its `n`,
-    `inference`, `objective`, the `reference` tensor and the `readout`. The
+    `aggregation` is the walker's record of the aggregation point: its
+    settings, the `reference` tensor and the `readout`. The
     last layer, the activation or else `Deaggregate`, is named `name`.
     """
     activated = activation not in (None, keras.activations.linear)
+    settings = aggregation.settings
     deaggregate = Deaggregate(
-        aggregation.n,
+        settings.n,
         axis=axis,
-        inference=aggregation.inference,
-        objective=aggregation.objective,
         name=None if activated else name,
+        **settings.deaggregate_options(),
     )
+    slot_weights = {}
+    if aggregation.slot_weights is not None:
+        slot_weights = {"slot_weights": aggregation.slot_weights}
     if aggregation.readout is not None:
-        outputs = deaggregate(scores, readout=aggregation.readout)
+        outputs = deaggregate(scores, readout=aggregation.readout, **slot_weights)
     else:
-        outputs = deaggregate(scores, aggregation.reference)
+        outputs = deaggregate(scores, aggregation.reference, **slot_weights)
     if activated:
         outputs = keras.layers.Activation(activation, dtype=dtype, name=name)(outputs)
     return outputs

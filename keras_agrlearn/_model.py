@@ -1,8 +1,13 @@
 """`AgrLearnModel`: the Keras model `wrap` returns, scoring every slot in training."""
 
+import dataclasses
+
 import keras
 from keras import ops
 from keras import tree
+
+from keras_agrlearn._deaggregate import Deaggregate
+from keras_agrlearn._settings import Settings
 
 
 @keras.saving.register_keras_serializable(package="keras_agrlearn")
@@ -22,6 +27,17 @@ class AgrLearnModel(keras.Model):
     aggregation. Training metrics are computed on the mean of each sample's
     slot predictions, one row per sample; outside training the model's
     outputs are always `(B, K)`.
+
+    With feature mixing (`wrap(..., mixing="cut")`, a `MixedEncoders` layer
+    whose slot weights reach `Deaggregate(objective="slots")`), each slot's
+    loss is also weighted by its share of the mix (MixMo's reweighting): the
+    model multiplies the weights that `Deaggregate` kept in the same step
+    (`Deaggregate.loss_weights`) into the sample weights, which still work
+    as usual.
+
+    `settings` holds the options `wrap` settled (a frozen
+    `Settings` object, saved with the model), or None for a model built by
+    hand.
 
     Models without slot outputs behave exactly like `keras.Model`.
     `keras_agrlearn.wrap` returns this class; build one by hand like any
@@ -46,6 +62,23 @@ class AgrLearnModel(keras.Model):
     (12, 3)
     """
 
+    def __init__(self, *args, settings=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(settings, dict):
+            settings = Settings(**settings)
+        self._settings = settings
+
+    @property
+    def settings(self):
+        """The `Settings` `wrap` built this model with, or None."""
+        return self._settings
+
+    def get_config(self):
+        config = super().get_config()
+        if self._settings is not None:
+            config["settings"] = dataclasses.asdict(self._settings)
+        return config
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         flags = self._slot_flags(y_pred)
         if any(flags):
@@ -53,6 +86,9 @@ class AgrLearnModel(keras.Model):
             y = _repeat_rows(y, slots)
             sample_weight = _repeat_rows(sample_weight, slots)
             y_pred = _map_slot_outputs(y_pred, flags, _merge_slot_axis)
+        weights = self._loss_weights() if training else None
+        if weights is not None:
+            sample_weight = _weighted(sample_weight, weights, y)
         return super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
@@ -62,6 +98,14 @@ class AgrLearnModel(keras.Model):
         if any(flags):
             y_pred = _map_slot_outputs(y_pred, flags, lambda pred: ops.mean(pred, axis=1))
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _loss_weights(self):
+        """The per-row loss weights a `Deaggregate` kept in this step, or None."""
+        for layer in self.layers:
+            weights = getattr(layer, "loss_weights", None)
+            if isinstance(layer, Deaggregate) and weights is not None:
+                return weights
+        return None
 
     def _slot_flags(self, y_pred):
         """Per output: whether it holds `(B, R, ...)` slot rows.
@@ -84,6 +128,19 @@ def _map_slot_outputs(y_pred, flags, fn):
 def _merge_slot_axis(pred):
     """`(B, R, ...)` -> `(B * R, ...)`: row `i * R + r` is slot r of sample i."""
     return ops.reshape(pred, [-1] + list(pred.shape[2:]))
+
+
+def _weighted(sample_weight, weights, y):
+    """`sample_weight` (None: ones) times the per-row `weights`, per output."""
+    if sample_weight is None:
+        return tree.map_structure(lambda _: weights, y)
+
+    def scale(weight):
+        weight = ops.convert_to_tensor(weight)
+        rows = ops.reshape(weights, [-1] + [1] * (len(weight.shape) - 1))
+        return weight * ops.cast(rows, weight.dtype)
+
+    return tree.map_structure(scale, sample_weight)
 
 
 def _repeat_rows(structure, count):

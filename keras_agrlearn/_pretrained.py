@@ -9,6 +9,9 @@ aggregation and the head change them, so `keep_weights` copies:
   pretrained kernel tiled n times along its input-channel axis and divided
   by n. A replicated sample (the same sample in all n slots) then gives the
   original pre-activation: sum over the n slots of x @ (W / n) = x @ W;
+- with feature mixing (`MixedEncoders` in place of that layer), each of the
+  n per-slot encoders' kernels: the pretrained kernel divided by n, and the
+  bias as it is;
 - a `BatchNormalization` right after `Aggregate`: every per-channel vector
   tiled n times;
 - the head (n*K outputs): its kernel and bias tiled n times along the output
@@ -25,6 +28,7 @@ import keras
 import numpy as np
 
 from keras_agrlearn import _graph
+from keras_agrlearn._mixed_encoders import MixedEncoders
 
 # Layers whose kernel is (..., input channels, output channels).
 _LINEAR = (
@@ -57,6 +61,10 @@ def keep_weights(pairs, heads, n):
     for original, clone in pairs:
         if not original.weights:
             continue
+        if isinstance(clone, MixedEncoders):
+            if not _keep_encoders(original, clone, n):
+                reset.append(original.name)
+            continue
         values = None
         if len(original.weights) == len(clone.weights):
             values = [
@@ -69,6 +77,26 @@ def keep_weights(pairs, heads, n):
         for new, value in zip(clone.weights, values):
             new.assign(value)
     return reset
+
+
+def _keep_encoders(original, mixed, n):
+    """Starts each of the n encoders of `mixed` from the kernel divided by n.
+
+    The sum of the encoders, what replicate inference computes, is then the
+    original layer on a sample replicated in all n slots. Returns whether the
+    shapes allowed it.
+    """
+    kernel = keras.ops.convert_to_numpy(original.kernel)
+    if any(tuple(encoder.kernel.shape) != kernel.shape for encoder in mixed.encoders):
+        return False
+    bias = getattr(original, "bias", None)
+    if (bias is None) != (mixed.bias is None):
+        return False
+    for encoder in mixed.encoders:
+        encoder.kernel.assign((kernel / n).astype(kernel.dtype))
+    if bias is not None:
+        mixed.bias.assign(keras.ops.convert_to_numpy(bias))
+    return True
 
 
 def _kept_value(layer, weight, shape, n, is_head):

@@ -62,8 +62,7 @@ def aggregation_axes(model, head=None, aggregate_after=None):
 
 def rebuild_model(
     model,
-    aggregation,
-    width=1.0,
+    settings,
     head=None,
     aggregate_after=None,
     name=None,
@@ -73,8 +72,8 @@ def rebuild_model(
 
     Args:
         model: a Functional or Sequential `keras.Model` classifier.
-        aggregation: the `_walker.Aggregation` to use.
-        width: float > 0, the hidden width multiplier.
+        settings: the model's `_settings.Settings` (`n`, `width`, the
+            `Aggregate` and `Deaggregate` options, `mixing`).
         head: str, list of str or None, the head layer name(s).
         aggregate_after: str or None, the layer after which to aggregate.
         name: str or None, the new model's name.
@@ -94,7 +93,7 @@ def rebuild_model(
     graph = _graph.functional_of(model)
     heads = _head.find_heads(graph, head)
     after = _graph.find_layer(graph, aggregate_after, "aggregate_after")
-    walker = Rebuilder(aggregation, heads, after, width)
+    walker = Rebuilder(_walker.Aggregation(settings), heads, after)
     inputs = keras.tree.map_structure(
         lambda x: walker.tag(
             keras.Input(batch_shape=x.shape, dtype=x.dtype, name=_graph.input_name(x)),
@@ -111,15 +110,15 @@ def rebuild_model(
                 "the layer that produces the class scores."
             )
     outputs = _graph.with_output_names(graph, outputs)
-    rebuilt = AgrLearnModel(inputs, outputs, name=name)
-    if width == 1.0:
-        reset = _pretrained.keep_weights(walker.pairs.values(), heads, aggregation.n)
+    rebuilt = AgrLearnModel(inputs, outputs, name=name, settings=settings)
+    if settings.width == 1.0:
+        reset = _pretrained.keep_weights(walker.pairs.values(), heads, settings.n)
     else:
         reset = [layer.name for layer, _ in walker.pairs.values() if layer.weights]
     source = model if source is None else source
     if reset and _pretrained.looks_pretrained(graph, source):
         warnings.warn(
-            _pretrained.reset_warning(source.name, reset, width),
+            _pretrained.reset_warning(source.name, reset, settings.width),
             UserWarning,
             stacklevel=3,
         )
@@ -133,9 +132,9 @@ class Rebuilder(_walker.GraphWalker):
     (see `GraphWalker`).
     """
 
-    def __init__(self, aggregation, heads, aggregate_after, width):
+    def __init__(self, aggregation, heads, aggregate_after):
         super().__init__(aggregation, heads, aggregate_after)
-        self.width = width
+        self.width = aggregation.settings.width
         # id(original) -> (original, clone), to copy weights once built.
         self.pairs = {}
 
@@ -143,6 +142,9 @@ class Rebuilder(_walker.GraphWalker):
         clone = super().clone(layer, **overrides)
         self.pairs[id(layer)] = (layer, clone)
         return clone
+
+    def record_mixed(self, layer, mixed):
+        self.pairs[id(layer)] = (layer, mixed)
 
     def layer_for(self, layer, args):
         if isinstance(layer, keras.layers.Reshape):

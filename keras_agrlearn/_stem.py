@@ -19,6 +19,7 @@ from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _validation
 from keras_agrlearn import _walker
+from keras_agrlearn._mixed_encoders import MixedEncoders
 from keras_agrlearn._model import AgrLearnModel
 
 STEM_NAME = "agrlearn_stem"
@@ -30,7 +31,7 @@ DATA_FORMATS = ("channels_last", "channels_first")
 
 def stem_model(
     model,
-    aggregation,
+    settings,
     head=None,
     classes=None,
     name=None,
@@ -42,7 +43,7 @@ def stem_model(
     Args:
         model: a built `keras.Model`, Functional, Sequential or subclassed,
             with one float input.
-        aggregation: the `_walker.Aggregation` to use.
+        settings: the model's `_settings.Settings`.
         head: str or None, the head layer of a Functional model; its input
             is the penultimate feature map. Defaults to the last `Dense` or
             `Conv` layer on the way to the output.
@@ -104,16 +105,17 @@ def stem_model(
         _graph.input_name(graph.inputs[0]) if functional else _graph.subclassed_input_name(model)
     )
     inputs = keras.Input(batch_shape=shape, dtype=dtype, name=input_name)
+    aggregation = _walker.Aggregation(settings)
     walker = StemWalker(aggregation, heads)
     projected = walker.tag(
-        _project(walker.aggregate(inputs, axis), shape[axis], aggregation.n, axis),
+        _project(walker.aggregate(inputs, axis), shape[axis], aggregation, axis),
         _walker.AGGREGATED,
     )
     if functional:
         outputs = _graph.with_output_names(graph, walker.run(graph, [projected]))
     else:
         outputs = _new_head(model(projected), aggregation, classes)
-    return AgrLearnModel(inputs, outputs, name=name)
+    return AgrLearnModel(inputs, outputs, name=name, settings=settings)
 
 
 def input_channel_axis(rank, data_format=None):
@@ -149,14 +151,18 @@ def stem_kernel(channels, n):
     return np.tile(np.eye(channels, dtype="float32") / n, (n, 1))
 
 
-def _project(aggregated, channels, n, axis):
+def _project(aggregated, channels, aggregation, axis):
     """The learned `n*C -> C` projection, started as the mean of the n slots.
 
     A `Dense` projects the last axis; channels-first data are projected by a
-    1x1 convolution in that format.
+    1x1 convolution in that format. With feature mixing the projection is n
+    per-slot projections (`MixedEncoders`), each started as the identity
+    divided by n, whose outputs are mixed in training.
     """
     if channels is None:
         raise ValueError(f"The stem strategy needs a known channel count (input axis {axis}).")
+    settings = aggregation.settings
+    n = settings.n
     rank = len(aggregated.shape)
     kernel = stem_kernel(channels, n)
     if axis == -1:
@@ -172,6 +178,13 @@ def _project(aggregated, channels, n, axis):
             channels, 1, use_bias=False, data_format="channels_first", name=STEM_NAME
         )
         kernel = kernel.reshape((1,) * (rank - 2) + kernel.shape)
+    if settings.mixes:
+        mixed = MixedEncoders(projection, n, axis=axis, name=STEM_NAME, **settings.mixing_options())
+        projected, aggregation.slot_weights = mixed(aggregated, return_slot_weights=True)
+        slot_kernel = kernel[..., :channels, :]
+        for encoder in mixed.encoders:
+            encoder.kernel.assign(slot_kernel)
+        return projected
     projected = projection(aggregated)
     projection.kernel.assign(kernel)
     return projected

@@ -17,6 +17,7 @@ import numpy as np
 # The one list of inference protocols; documentation and errors quote it.
 INFERENCE_MODES = ("group", "replicate", "contextual")
 OBJECTIVES = ("slots", "mean")
+MIXINGS = ("sum", "cut", "linear")
 
 
 def check_n(n):
@@ -56,6 +57,30 @@ def check_inference(inference):
 
 def check_objective(objective):
     return check_choice("objective", objective, OBJECTIVES)
+
+
+def check_mixing(mixing):
+    return check_choice("mixing", mixing, MIXINGS)
+
+
+def check_positive(name, value, meaning):
+    """Returns `value` as a float, or raises if it is not a finite number > 0."""
+    description = f"Argument `{name}` ({meaning}) must be a finite number > 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{description}, got {value!r} of type {type(value).__name__}.")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{description}, got {name}={value!r}.")
+    return float(value)
+
+
+def check_probability(name, value, meaning):
+    """Returns `value` as a float, or raises if it is not a number in [0, 1]."""
+    description = f"Argument `{name}` ({meaning}) must be a number in [0, 1]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{description}, got {value!r} of type {type(value).__name__}.")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{description}, got {name}={value!r}.")
+    return float(value)
 
 
 def check_draws(draws):

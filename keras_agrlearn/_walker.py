@@ -23,6 +23,9 @@ from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn._aggregate import Aggregate
+from keras_agrlearn._mixed_encoders import ENCODER_LAYERS
+from keras_agrlearn._mixed_encoders import MixedEncoders
+from keras_agrlearn._settings import Settings
 
 # Layers that act on each sample alone and never mix channels; they stay before
 # `Aggregate`, so per-sample preprocessing sees the data layout it was built for.
@@ -107,24 +110,29 @@ def _mixes_scores_error(kind, operation):
 class Aggregation:
     """How a walk aggregates samples, and what it recorded doing so.
 
-    Holds the `Aggregate` options (without `axis`, which each aggregation
-    point decides), makes one `Aggregate` layer per feature axis and records
-    the first aggregated tensor (`reference`) and the `readout`, which
-    `Deaggregate` needs after the head.
+    Reads the model's `_settings.Settings`, makes one `Aggregate` layer per
+    feature axis (each aggregation point decides its axis) and records the
+    first aggregated tensor (`reference`), the `readout`, which `Deaggregate`
+    needs after the head, and the per-slot loss weights of a feature mixing
+    layer (`slot_weights`, None without one).
     """
 
-    def __init__(self, options, objective="mean"):
-        self.options = dict(options)
-        self.n = self.options["n"]
-        self.inference = self.options.get("inference", "group")
-        self.objective = objective
+    def __init__(self, settings):
+        self.settings = settings
         self.layers = {}
         self.reference = None
         self.readout = None
+        self.slot_weights = None
+
+    @property
+    def n(self):
+        return self.settings.n
 
     def __call__(self, value, axis):
         if axis not in self.layers:
-            self.layers[axis] = Aggregate(axis=axis, **self.options)
+            self.layers[axis] = Aggregate(
+                self.settings.n, axis=axis, **self.settings.aggregate_options()
+            )
         layer = self.layers[axis]
         if layer.needs_readout:
             aggregated, self.readout = layer(value, return_readout=True)
@@ -166,6 +174,8 @@ class GraphWalker:
         self._tags = {}
         self._clones = {}
         self._aggregated = {}
+        # ids of the tensors `Aggregate` made: their consumer mixes channels first.
+        self._fresh = set()
 
     def tag(self, tensors, state):
         for tensor in tree.flatten(tensors):
@@ -204,7 +214,51 @@ class GraphWalker:
         if not self.sees_sample_channels:
             _check_runs_aggregated(layer)
         args, kwargs = self.aggregated_inputs(layer, args, kwargs)
+        if self.aggregation.settings.mixes and self._fresh.intersection(
+            id(t) for t in tree.flatten((args, kwargs))
+        ):
+            return self.tag(self.mixed_encoders(layer, args, kwargs), AGGREGATED)
         return self.tag(self.layer_for(layer, args)(*args, **kwargs), AGGREGATED)
+
+    def mixed_encoders(self, layer, args, kwargs):
+        """`MixedEncoders` in place of the first channel-mixing `layer`.
+
+        Records the slot loss weights it returns for `Deaggregate`.
+        """
+        settings = self.aggregation.settings
+        if not isinstance(layer, ENCODER_LAYERS) or len(args) != 1 or kwargs:
+            raise ValueError(
+                f"Argument `mixing`: mixing={settings.mixing!r} splits the first "
+                "layer after the aggregation point into per-slot encoders, which "
+                "must be a Dense, Conv1D, Conv2D or Conv3D layer called on the "
+                f"aggregated tensor alone; got layer '{layer.name}' "
+                f"({type(layer).__name__}). Choose another aggregation point "
+                "(`aggregate_after=`) or mixing='sum'."
+            )
+        if self.aggregation.slot_weights is not None:
+            raise ValueError(
+                f"Argument `mixing`: mixing={settings.mixing!r} needs one first "
+                "channel-mixing layer, but the aggregated samples also reach "
+                f"layer '{layer.name}'. Use mixing='sum' for this model."
+            )
+        mixed = MixedEncoders(
+            self.encoder_template(layer),
+            settings.n,
+            axis=_graph.channel_axis(layer),
+            name=layer.name,
+            dtype=layer.dtype_policy,
+            **settings.mixing_options(),
+        )
+        self.record_mixed(layer, mixed)
+        outputs, self.aggregation.slot_weights = mixed(args[0], return_slot_weights=True)
+        return outputs
+
+    def encoder_template(self, layer):
+        """The layer whose config makes each per-slot encoder of `layer`."""
+        return type(layer).from_config(self.clone_config(layer))
+
+    def record_mixed(self, layer, mixed):
+        """Notes that `mixed` (a `MixedEncoders`) runs in place of `layer`."""
 
     def call_operation(self, operation, states, args, kwargs):
         """A `keras.ops` call recorded in a traced graph: stateless, kept as is.
@@ -283,6 +337,7 @@ class GraphWalker:
                     "the embedding or a later layer)."
                 )
             self._aggregated[key] = self.tag(self.aggregate(value, axis), AGGREGATED)
+            self._fresh.add(id(self._aggregated[key]))
         return self._aggregated[key]
 
     def aggregate(self, value, axis):
@@ -303,6 +358,15 @@ class GraphWalker:
         The `n * K` layer is named `<head>_slots`; the per-sample scores come
         out of a layer named like the head, as in the backbone.
         """
+        settings = self.aggregation.settings
+        if settings.mixes and self.aggregation.slot_weights is None:
+            raise ValueError(
+                f"Argument `mixing`: mixing={settings.mixing!r} mixes the features "
+                "of per-slot encoders, but the classification head "
+                f"'{layer.name}' is the first layer after the aggregation point. "
+                "Use mixing='sum', or a backbone with a Dense or Conv layer "
+                "before its head."
+            )
         config = layer.get_config()
         size_key = "units" if "units" in config else "filters"
         overrides = {
@@ -351,7 +415,7 @@ class _Probe(GraphWalker):
     """
 
     def __init__(self, heads, aggregate_after):
-        super().__init__(Aggregation({"n": 1}), heads, aggregate_after)
+        super().__init__(Aggregation(Settings(n=1)), heads, aggregate_after)
         self.axes = []
 
     def layer_for(self, layer, args):

@@ -10,9 +10,9 @@ from keras_agrlearn import _graph
 from keras_agrlearn import _head
 from keras_agrlearn import _keras_internals
 from keras_agrlearn import _rebuild
+from keras_agrlearn import _settings
 from keras_agrlearn import _stem
 from keras_agrlearn import _validation
-from keras_agrlearn import _walker
 from keras_agrlearn._aggregate import Aggregate
 from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._model import AgrLearnModel
@@ -31,6 +31,10 @@ def wrap(
     repetition=None,
     batch_repetition=None,
     objective=None,
+    mixing=_defaults.MIXING,
+    mixing_alpha=_defaults.MIXING_ALPHA,
+    mixing_prob=_defaults.MIXING_PROB,
+    mixing_root=_defaults.MIXING_ROOT,
     draws=4,
     seed=None,
     head=None,
@@ -151,6 +155,32 @@ def wrap(
             the AgrLearn paper; `AgrLearnModel` spreads the labels, so any
             Keras loss works).
 
+        mixing: `"sum"`, `"cut"` or `"linear"`, how the first channel-mixing
+            layer combines the n samples' features in training. `"sum"` (the
+            default) is a layer over the n*C concatenated channels, which
+            sums n per-slot encoders' features (MIMO, AgrLearn). `"cut"` and
+            `"linear"` make that layer a `MixedEncoders` layer of n per-slot
+            encoders (the same FLOPs) whose features are mixed in training
+            as in MixMo (Rame et al., 2021): `"cut"` by a box mask over the
+            feature positions with probability `mixing_prob`, linearly
+            otherwise; `"linear"` always linearly. Inference (and
+            `inference="group"`) sums them, as with `"sum"`. With
+            `objective="slots"`, each slot's loss is weighted by its share
+            of the mix. The first layer after the aggregation point must be
+            a `Dense` or `Conv` layer; with the stem strategy the stem's
+            per-slot projections are mixed. docs/MIMO.md maps MixMo's
+            settings to these.
+        mixing_alpha: finite float > 0, the concentration of the mixing
+            ratios (`Beta(alpha, alpha)` for n=2, Dirichlet for n > 2).
+            Defaults to `2.0`, MixMo's.
+        mixing_prob: float in `[0, 1]`, the probability of the cut mask per
+            group with `mixing="cut"`. Defaults to `0.5`, MixMo's; the
+            `keras_agrlearn.MixingDecay` callback lowers it to 0 over the
+            last twelfth of training, as MixMo does.
+        mixing_root: finite float > 0, the root r of the slot loss weights
+            `w(kappa) = n kappa^(1/r) / sum_s kappa_s^(1/r)`. Defaults to
+            `3.0`, MixMo's.
+
             The defaults of `n`, `width`, `inference`, `repetition`,
             `batch_repetition` and `objective` are the setting the
             compute-fair study chose (docs/PROTOCOL.md); `docs/RESULTS.md`
@@ -220,6 +250,18 @@ def wrap(
     inference = _validation.check_inference(inference)
     objective = _validation.check_objective(_defaults.OBJECTIVE if objective is None else objective)
     draws = _validation.check_draws(draws)
+    mixing = _validation.check_mixing(mixing)
+    mixing_alpha = _validation.check_positive(
+        "mixing_alpha", mixing_alpha, "the concentration of the mixing ratios"
+    )
+    mixing_prob = _validation.check_probability(
+        "mixing_prob", mixing_prob, "the probability of a cut mask"
+    )
+    mixing_root = _validation.check_positive(
+        "mixing_root", mixing_root, "the root of the slot loss weights"
+    )
+    shuffle = _validation.check_bool("shuffle", shuffle)
+    seed = _validation.check_seed(seed)
     if repetition is not None:
         repetition = _validation.check_repetition(repetition)
     if batch_repetition is not None:
@@ -246,20 +288,29 @@ def wrap(
                 "strategy reads each layer's own `data_format`."
             )
         points = len(_rebuild.aggregation_axes(backbone, head, aggregate_after))
+        if points > 1 and mixing != "sum" and n > 1:
+            raise ValueError(
+                f"Argument `mixing`: mixing={mixing!r} needs a single aggregation "
+                f"point, but this model aggregates at {points} (several inputs). "
+                "Use `aggregate_after=` to choose one, or mixing='sum'."
+            )
     repetition, batch_repetition = _training_layout(
         n, inference, shuffle, repetition, batch_repetition, points
     )
-    aggregation = _walker.Aggregation(
-        {
-            "n": n,
-            "inference": inference,
-            "shuffle": shuffle,
-            "repetition": repetition,
-            "batch_repetition": batch_repetition,
-            "draws": draws,
-            "seed": seed,
-        },
-        objective,
+    settings = _settings.Settings(
+        n=n,
+        width=width,
+        inference=inference,
+        shuffle=shuffle,
+        repetition=repetition,
+        batch_repetition=batch_repetition,
+        objective=objective,
+        mixing=mixing,
+        mixing_alpha=mixing_alpha,
+        mixing_prob=mixing_prob,
+        mixing_root=mixing_root,
+        draws=draws,
+        seed=seed,
     )
     name = name or f"agrlearn_{model.name}"
     if verbose:
@@ -270,7 +321,7 @@ def wrap(
     if strategy == "stem":
         return _stem.stem_model(
             backbone,
-            aggregation,
+            settings,
             head=head,
             classes=classes,
             name=name,
@@ -279,8 +330,7 @@ def wrap(
         )
     return _rebuild.rebuild_model(
         backbone,
-        aggregation,
-        width=width,
+        settings,
         head=head,
         aggregate_after=aggregate_after,
         name=name,

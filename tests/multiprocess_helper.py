@@ -78,7 +78,7 @@ def _data(samples):
     return x[:samples], y[:samples]
 
 
-def _model(repetition):
+def _model(repetition, mixing="sum"):
     keras.utils.set_random_seed(0)
     backbone = keras.Sequential(
         [
@@ -89,7 +89,16 @@ def _model(repetition):
     )
     # One grouping per batch: only the deterministic layout can match one
     # process exactly (batch repetition draws its permutations at random).
-    model = wrap(backbone, n=N, width=2.0, repetition=repetition, batch_repetition=1)
+    model = wrap(
+        backbone,
+        n=N,
+        width=2.0,
+        repetition=repetition,
+        batch_repetition=1,
+        mixing=mixing,
+        # Mixing weighs each slot's loss by its share.
+        objective="slots" if mixing != "sum" else None,
+    )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss="sparse_categorical_crossentropy",
@@ -124,7 +133,7 @@ def _process_share(x, y, batch_size):
     return x[mine], y[mine], half
 
 
-def _train_multi_worker(strategy, x, y, batch_size, epochs, repetition):
+def _train_multi_worker(strategy, x, y, batch_size, epochs, repetition, mixing):
     """Trains like `fit` under MultiWorkerMirroredStrategy; returns losses.
 
     Keras 3.15's `fit` fails there with two workers: it reduces a whole
@@ -138,7 +147,7 @@ def _train_multi_worker(strategy, x, y, batch_size, epochs, repetition):
     import tensorflow as tf
 
     with strategy.scope():
-        model = _model(repetition)
+        model = _model(repetition, mixing)
     # Whole batches have a static size, so Aggregate checks each replica's
     # share exactly.
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
@@ -157,11 +166,11 @@ def _train_multi_worker(strategy, x, y, batch_size, epochs, repetition):
     return model, losses
 
 
-def _train_torch(x, y, batch_size, epochs, repetition):
+def _train_torch(x, y, batch_size, epochs, repetition, mixing):
     """Trains with a PyTorch loop, under DistributedDataParallel as a worker."""
     import torch
 
-    model = _model(repetition)
+    model = _model(repetition, mixing)
     network = model
     if MODE == "worker":
         network = torch.nn.parallel.DistributedDataParallel(model)
@@ -188,19 +197,21 @@ def _train_torch(x, y, batch_size, epochs, repetition):
     return model, losses
 
 
-def _fit(strategy, batch_size, samples, epochs, repetition=0.0):
+def _fit(strategy, batch_size, samples, epochs, repetition=0.0, mixing="sum"):
     """Trains a fresh model; returns it, its losses and Aggregate's warnings."""
     x, y = _data(samples)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if BACKEND == "torch":
-            model, losses = _train_torch(x, y, batch_size, epochs, repetition)
+            model, losses = _train_torch(x, y, batch_size, epochs, repetition, mixing)
         elif strategy is not None:
-            model, losses = _train_multi_worker(strategy, x, y, batch_size, epochs, repetition)
+            model, losses = _train_multi_worker(
+                strategy, x, y, batch_size, epochs, repetition, mixing
+            )
         else:
             if MODE == "worker":
                 x, y, batch_size = _process_share(x, y, batch_size)
-            model = _model(repetition)
+            model = _model(repetition, mixing)
             history = model.fit(
                 x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0
             )
@@ -241,6 +252,9 @@ def main():
     _, outcome["broken_losses"], outcome["broken_warnings"] = _fit(
         strategy, BROKEN_BATCH_SIZE, 120, 1
     )
+    # Feature mixing draws its ratios and masks per group.
+    model, outcome["mixing_losses"], _ = _fit(strategy, BATCH_SIZE, 64, 2, mixing="cut")
+    outcome["mixing_weights"] = _weights(model)
     if BACKEND == "jax":
         # Input repetition draws a random plan over the global batch.
         model, _, _ = _fit(strategy, BATCH_SIZE, 64, 1, repetition=0.5)

@@ -24,11 +24,13 @@ import numpy as np  # noqa: E402
 from keras_agrlearn import wrap  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
-INFERENCE = ("replicate", "group")
+# Each variant: the inference protocol, and `-cut` for feature mixing.
+VARIANTS = ("replicate", "group", "replicate-cut")
 WAIT_SECONDS = 400
 
 
-def build(inference):
+def build(variant):
+    inference, _, mixing = variant.partition("-")
     backbone = keras.Sequential(
         [
             keras.Input((12, 2)),
@@ -39,11 +41,20 @@ def build(inference):
             keras.layers.Dense(3, activation="softmax"),
         ]
     )
-    return wrap(backbone, n=2, width=1.5, inference=inference, shuffle=True, seed=5)
+    return wrap(
+        backbone,
+        n=2,
+        width=1.5,
+        inference=inference,
+        shuffle=True,
+        seed=5,
+        mixing=mixing or "sum",
+        objective="slots" if mixing else None,
+    )
 
 
-def _paths(directory, backend, inference):
-    stem = pathlib.Path(directory) / f"{backend}_{inference}"
+def _paths(directory, backend, variant):
+    stem = pathlib.Path(directory) / f"{backend}_{variant}"
     return {
         "model": f"{stem}.keras",
         "weights": f"{stem}.weights.h5",
@@ -51,12 +62,12 @@ def _paths(directory, backend, inference):
     }
 
 
-def _save(directory, inference):
-    paths = _paths(directory, keras.backend.backend(), inference)
+def _save(directory, variant):
+    paths = _paths(directory, keras.backend.backend(), variant)
     keras.utils.set_random_seed(7)
     x = np.random.default_rng(3).normal(size=(7, 12, 2)).astype("float32")
     y = np.arange(7) % 3
-    model = build(inference)
+    model = build(variant)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     # One training step moves the BatchNormalization statistics off their
     # initial values, so the saved state is not the trivial one.
@@ -66,14 +77,14 @@ def _save(directory, inference):
     model.save_weights(paths["weights"])
 
 
-def _check(directory, backend, inference):
-    paths = _paths(directory, backend, inference)
+def _check(directory, backend, variant):
+    paths = _paths(directory, backend, variant)
     arrays = np.load(paths["arrays"])
     # compile=False: a file saved under JAX records jit_compile=True, which
     # PyTorch would turn into torch.compile, minutes on CPU.
     loaded = keras.saving.load_model(paths["model"], compile=False)
     from_model = loaded.predict(arrays["x"], batch_size=4, verbose=0)
-    fresh = build(inference)
+    fresh = build(variant)
     fresh.load_weights(paths["weights"])
     from_weights = fresh.predict(arrays["x"], batch_size=4, verbose=0)
     return {
@@ -85,22 +96,22 @@ def _check(directory, backend, inference):
 def check_others(directory):
     """Loads every other backend's finished files found in `directory`.
 
-    Returns a dict `{"<backend>_<inference>": {"model": diff, "weights": diff}}`
+    Returns a dict `{"<backend>_<variant>": {"model": diff, "weights": diff}}`
     with the largest absolute prediction difference per loaded file.
     """
     me = keras.backend.backend()
     return {
-        f"{backend}_{inference}": _check(directory, backend, inference)
+        f"{backend}_{variant}": _check(directory, backend, variant)
         for backend in BACKENDS
         if backend != me and os.path.exists(os.path.join(directory, f"{backend}.done"))
-        for inference in INFERENCE
+        for variant in VARIANTS
     }
 
 
 def exchange(directory, wait=()):
     """Saves this backend's files, waits for those of `wait`, checks all others."""
-    for inference in INFERENCE:
-        _save(directory, inference)
+    for variant in VARIANTS:
+        _save(directory, variant)
     pathlib.Path(directory, f"{keras.backend.backend()}.done").touch()
     deadline = time.monotonic() + WAIT_SECONDS
     while not all(os.path.exists(os.path.join(directory, f"{b}.done")) for b in wait):

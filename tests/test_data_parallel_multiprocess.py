@@ -180,6 +180,24 @@ def test_input_repetition_matches_one_process_under_jax(outcomes, worker):
     assert _largest_difference(outcomes[worker]["repetition_weights"], single) <= TOLERANCE
 
 
+def test_feature_mixing_trains_in_step_on_every_worker(outcomes):
+    # Gradients are all-reduced, so the workers stay in step whatever each
+    # one draws for its share.
+    for name in ("single", "worker0", "worker1"):
+        assert np.isfinite(outcomes[name]["mixing_losses"]).all()
+    assert outcomes["worker0"]["mixing_weights"] == outcomes["worker1"]["mixing_weights"]
+
+
+@pytest.mark.skipif(
+    BACKEND != "jax", reason="each replica or process draws the mixing for its own share"
+)
+@pytest.mark.parametrize("worker", ["worker0", "worker1"])
+def test_feature_mixing_matches_one_process_under_jax(outcomes, worker):
+    # The ratios and masks are drawn for the global batch's groups.
+    single = outcomes["single"]["mixing_weights"]
+    assert _largest_difference(outcomes[worker]["mixing_weights"], single) <= TOLERANCE
+
+
 if __name__ == "__main__":
     # `KERAS_BACKEND=jax python tests/test_data_parallel_multiprocess.py`
     # prints the largest differences from the one-process run.

@@ -130,3 +130,15 @@ def test_finetune_pretrained_runs(fashion_mnist_dir, tmp_path):
     assert set(results) == {"plain", "agrlearn"}
     for accuracy, nll in results.values():
         assert 0.0 <= accuracy <= 1.0 and np.isfinite(nll) and nll > 0.0
+
+
+def test_mixmo_resnet_example_runs():
+    example = load_example("mixmo_resnet")
+    model = keras_agrlearn.wrap(example.resnet(), n=2, mixing="cut")
+    (mixed,) = [layer for layer in model.layers if isinstance(layer, keras_agrlearn.MixedEncoders)]
+    assert mixed.name == "stem" and len(mixed.encoders) == 2
+    keras.backend.clear_session()
+    results = example.main(["--quick"])
+    assert set(results) == {"sum", "cut"}
+    for accuracy, seconds in results.values():
+        assert 0.0 <= accuracy <= 1.0 and seconds > 0

@@ -16,7 +16,7 @@ from keras_agrlearn._wrap import wrap
 
 # Arguments of `wrap` that the hypermodel sets per trial; every other keyword
 # of `wrap` is passed through unchanged and stays the same in every trial.
-_TUNED = ("model", "n", "width", "inference", "repetition", "batch_repetition")
+_TUNED = ("model", "n", "width", "inference", "repetition", "batch_repetition", "mixing")
 _WRAP_OPTIONS = tuple(name for name in inspect.signature(wrap).parameters if name not in _TUNED)
 
 
@@ -72,6 +72,10 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         repetition: None, a number in `[0, 1)` or a sequence of them, the
             input repetition shares to search. None (the default) keeps
             `wrap`'s default (`0.5` with replicated inference).
+        mixing: None, `"sum"`, `"cut"`, `"linear"` or a sequence of them,
+            the feature mixing to search, as the hyperparameter `"mixing"`
+            (see `wrap`; every choice costs the same FLOPs). None (the
+            default) keeps `wrap`'s default, `"sum"`.
         equal_compute: bool, whether each trial's epochs are scaled to the
             plain network's training FLOPs (see above). Defaults to `True`.
         learning_rate: a number > 0 (fixed), or a `(min, max)` pair searched
@@ -130,6 +134,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         width=(1.0, 1.5, 2.0),
         batch_repetition=None,
         repetition=None,
+        mixing=None,
         equal_compute=True,
         learning_rate=1e-3,
         optimizer="adam",
@@ -170,6 +175,9 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             if repetition is None
             else _choices(repetition, _validation.check_repetition, "repetition")
         )
+        self.mixing = (
+            None if mixing is None else _choices(mixing, _validation.check_mixing, "mixing")
+        )
         self.equal_compute = bool(equal_compute)
         self.learning_rate = _learning_rate_range(learning_rate)
         self.optimizer = optimizer
@@ -203,7 +211,14 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         else:
             low, high = self.learning_rate
             learning_rate = hp.Float("learning_rate", low, high, sampling="log")
-        model = self._wrap(n, width, batch_repetition, repetition)
+        mixing = {}
+        if self.mixing is not None:
+            mixing["mixing"] = (
+                hp.Choice("mixing", self.mixing)
+                if len(self.mixing) > 1
+                else hp.Fixed("mixing", self.mixing[0])
+            )
+        model = self._wrap(n, width, batch_repetition, repetition, **mixing)
         model.compile(
             optimizer=self._new_optimizer(learning_rate),
             loss=_copy(self.loss),
@@ -250,7 +265,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             history.history[name] = [float(value)] * rows
         return history
 
-    def _wrap(self, n, width, batch_repetition, repetition):
+    def _wrap(self, n, width, batch_repetition, repetition, **options):
         return wrap(
             self._fresh_backbone(),
             n=n,
@@ -258,6 +273,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             inference=self.inference,
             batch_repetition=batch_repetition,
             repetition=repetition,
+            **options,
             **self.wrap_kwargs,
         )
 
@@ -301,10 +317,10 @@ def _passes_per_sample(model, args, kwargs):
     `batch_size`); by `b * (r + (1 - r) / n)` when they come from a dataset
     or generator, whose batches are not known ahead.
     """
-    aggregate = _aggregate(model)
-    if aggregate is None:
+    settings = getattr(model, "settings", None)
+    if settings is None or _aggregate(model) is None:
         return 1.0
-    n, r, b = aggregate.n, aggregate.repetition, aggregate.batch_repetition
+    n, r, b = settings.n, settings.repetition, settings.batch_repetition
     x = args[0] if args else kwargs.get("x")
     first = keras.tree.flatten(x)[0] if x is not None else None
     rows = getattr(first, "shape", (None,))[0]
