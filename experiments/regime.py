@@ -414,10 +414,13 @@ def run(job, options):
             loss="sparse_categorical_crossentropy",
         )
         start = time.perf_counter()
+        # MixMo lowers its cut probability to 0 over the last twelfth of training.
+        mixing = (mspec["wrap"] or {}).get("mixing", "sum") != "sum"
         model.fit(
             Batches(x, y, spec["batch_size"], member_seed, mspec["augment"]),
             epochs=epochs,
             verbose=0,
+            callbacks=[keras_agrlearn.MixingDecay()] if mixing else [],
         )
         train_s += time.perf_counter() - start
         models.append(model)
