@@ -41,6 +41,8 @@ REGISTERED = {
     "BrierScore": "keras_agrlearn.metrics.brier_score",
     "ExpectedCalibrationError": "keras_agrlearn.metrics.expected_calibration_error",
     "NegativeLogLikelihood": "keras_agrlearn.metrics.negative_log_likelihood",
+    # Added after 1.0: its module has always been the private one.
+    "TemperatureScaling": "keras_agrlearn._temperature_scaling",
 }
 
 
@@ -131,6 +133,7 @@ def _instances():
         keras_agrlearn.BrierScore(),
         keras_agrlearn.ExpectedCalibrationError(num_bins=5),
         keras_agrlearn.NegativeLogLikelihood(from_logits=True),
+        keras_agrlearn.TemperatureScaling(1.5, from_logits=True),
     ]
 
 
