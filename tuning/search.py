@@ -40,6 +40,9 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    # TensorFlow only loads data here; its oneDNN notice would come first.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
