@@ -142,7 +142,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
     ...     directory="/tmp/agrlearn_example", overwrite=True,
     ... )
     >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 10, 64)
-    >>> tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    >>> tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
     >>> best = tuner.get_best_hyperparameters()[0]
     >>> best.get("n") in (1, 2)
     True
