@@ -129,12 +129,12 @@ def main(argv=None):
         runs[call].append(train_and_test(model, data, args.epochs))
     print(
         f"{args.epochs} epochs, {args.seeds} seeds, {len(data[2][1])} test images "
-        "(means over seeds; NLL tempered on a held-out validation split):"
+        "(means over seeds; NLL tempered on a held-out validation split)"
     )
     for name, results in runs.items():
         mean = {key: np.mean([r[key] for r in results]) for key in results[0]}
         print(
-            f"  {name:16s} accuracy {mean['accuracy']:.4f}, NLL {mean['nll']:.3f} "
+            f"{name:16s} accuracy {mean['accuracy']:.4f}, NLL {mean['nll']:.3f} "
             f"(tempered {mean['tempered_nll']:.3f}, T={mean['temperature']:.2f}); "
             f"{results[0]['parameters']:,} parameters, trained in "
             f"{mean['train_seconds']:.0f} s, evaluated in {mean['evaluate_seconds']:.1f} s"

@@ -261,10 +261,10 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         """
         epochs = kwargs.get("epochs", 1)
         initial_epoch = kwargs.get("initial_epoch", 0)
-        # The trial's training FLOPs per epoch, times the plain network's.
-        cost = self._epoch_cost(model, args, kwargs)
         passes = _passes_per_sample(model, args, kwargs)
         forward = _flops.forward_flops(model)
+        # The trial's training FLOPs per epoch, times the plain network's.
+        cost = forward * passes / self._plain_forward_flops()
         if self.equal_compute:
             cap = self.training_budget * epochs
             kwargs["epochs"] = _epochs_within(cap, cost)
