@@ -104,6 +104,7 @@ def calibrate_temperature(model, x_val, y_val, *, from_logits=False, batch_size=
     outputs = [m.predict(x_val, batch_size=batch_size, verbose=0) for m in models]
     for m, output in zip(models, outputs):
         _check_scores(output, m, from_logits)
+    y_val = _validation.check_labels(y_val, np.shape(outputs[0])[-1], "y_val")
     if kind == "ensemble":
         probs = [_evaluation._probabilities(o, m, from_logits) for o, m in zip(outputs, models)]
         temperature = fit_temperature(np.mean(probs, axis=0), y_val, from_logits=False)

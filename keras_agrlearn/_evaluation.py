@@ -181,7 +181,7 @@ def evaluate_uncertainty(
     }
     if validation_data is not None:
         val_probs, _ = predict(x_val)
-        val_labels = _validation.check_labels(y_val, val_probs.shape[-1])
+        val_labels = _validation.check_labels(y_val, val_probs.shape[-1], "validation_data")
         temperature = fit_temperature(val_probs, val_labels, from_logits=False)
         tempered = _temper(probs, temperature)
         scores["temperature"] = temperature

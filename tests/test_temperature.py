@@ -265,6 +265,7 @@ def test_members_of_a_calibrated_agrlearn_model_are_tempered(rng):
         (lambda: mlp(None), {}, ValueError, r"pass `from_logits=True`"),
         (lambda: mlp("sigmoid"), {"from_logits": True}, ValueError, r"softmax or sigmoid"),
         (mlp, {"from_logits": 1}, TypeError, r"`from_logits` must be True or False"),
+        (mlp, {"y_val": np.full(60, 4)}, ValueError, r"`y_val`: labels must be integers"),
         (lambda: "model", {}, TypeError, r"`model` must be a keras.Model"),
         (
             lambda: keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(1)]),
@@ -283,6 +284,7 @@ def test_members_of_a_calibrated_agrlearn_model_are_tempered(rng):
         "logits_as_probabilities",
         "sigmoid_as_logits",
         "flag",
+        "label_range",
         "not_a_model",
         "one_unit",
     ],
@@ -313,8 +315,9 @@ def test_evaluate_uncertainty_reports_tempered_scores_beside_the_raw(rng):
         ((np.zeros((4, FEATURES)),), r"`validation_data` must be a pair"),
         ((np.zeros((4, FEATURES)), np.zeros(3, int)), r"as many labels as inputs, got 4"),
         ((np.zeros((4, FEATURES + 1)), np.zeros(4, int)), r"`validation_data` must have the per"),
+        ((np.zeros((4, FEATURES)), np.full(4, 9)), r"`validation_data`: labels must be integers"),
     ],
-    ids=["single", "lengths", "shape"],
+    ids=["single", "lengths", "shape", "label_range"],
 )
 def test_evaluate_uncertainty_validation_data_errors(validation_data, match, rng):
     x, y = data(rng)
