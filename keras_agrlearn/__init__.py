@@ -5,9 +5,13 @@ labels. `wrap` turns a Keras classifier into such a model; `Aggregate` and
 `Deaggregate` are the layers it inserts. `members` exposes the n predictions
 such a model averages, and `evaluate_uncertainty` scores accuracy,
 calibration, member diversity and out-of-distribution detection.
+`calibrate_temperature` tempers a model on validation data, and
+`paired_comparison` says, from paired seeds, whether aggregation helps.
 """
 
 from keras_agrlearn._aggregate import Aggregate
+from keras_agrlearn._calibration import calibrate_temperature
+from keras_agrlearn._comparison import paired_comparison
 from keras_agrlearn._deaggregate import Deaggregate
 from keras_agrlearn._evaluation import evaluate_uncertainty
 from keras_agrlearn._members import members
@@ -15,6 +19,8 @@ from keras_agrlearn._mixed_encoders import MixedEncoders
 from keras_agrlearn._mixing_decay import MixingDecay
 from keras_agrlearn._model import AgrLearnModel
 from keras_agrlearn._rebuild import scaled_width
+from keras_agrlearn._temperature import fit_temperature
+from keras_agrlearn._temperature_scaling import TemperatureScaling
 from keras_agrlearn._wrap import wrap
 from keras_agrlearn.metrics import BrierScore
 from keras_agrlearn.metrics import ExpectedCalibrationError
@@ -30,8 +36,12 @@ __all__ = [
     "MixedEncoders",
     "MixingDecay",
     "NegativeLogLikelihood",
+    "TemperatureScaling",
+    "calibrate_temperature",
     "evaluate_uncertainty",
+    "fit_temperature",
     "members",
+    "paired_comparison",
     "scaled_width",
     "wrap",
 ]

@@ -9,10 +9,10 @@ from keras_agrlearn import _scores
 from keras_agrlearn import _validation
 from keras_agrlearn._members import agrlearn_n
 from keras_agrlearn._members import members
+from keras_agrlearn._temperature import fit_temperature
+from keras_agrlearn._temperature_scaling import TINY
 
 OOD_SCORES = ("entropy", "msp", "mutual_information")
-# Rows of a softmax output sum to 1 up to float32 (or float16) rounding.
-_SUM_TOLERANCE = 1e-3
 # One members model per AgrLearn model, so that repeated evaluations (shift
 # severities, OOD sets) reuse its compiled predict function.
 _MEMBER_MODELS = weakref.WeakKeyDictionary()
@@ -24,6 +24,7 @@ def evaluate_uncertainty(
     y,
     *,
     x_ood=None,
+    validation_data=None,
     ood_score="entropy",
     batch_size=None,
     from_logits=False,
@@ -62,6 +63,14 @@ def evaluate_uncertainty(
       curve, OOD as the positive class) and `fpr95` the share of
       in-distribution samples flagged at the highest threshold that flags 95 %
       of the OOD samples.
+    - With `validation_data`: one temperature `T` is fitted on the
+      validation predictions by minimising their NLL (`fit_temperature`),
+      and the prediction is tempered, `softmax(log p / T)`: `temperature`,
+      and `tempered_nll`, `tempered_ece` and `tempered_brier` beside the raw
+      ones (accuracy does not change). Temperature scaling is the standard
+      first baseline for calibration: compare models by their tempered
+      scores, or an over-confident plain model can make any other look
+      well calibrated.
 
     Args:
         model: a `keras.Model` classifier with one output `(N, K)`, K >= 2, or
@@ -72,6 +81,10 @@ def evaluate_uncertainty(
             one-hot targets `(N, K)`.
         x_ood: optional out-of-distribution inputs, with the structure and the
             per-sample shape of `x`. Defaults to None.
+        validation_data: optional `(x_val, y_val)`, inputs with the
+            structure of `x` and their labels, held out from training: the
+            data the temperature is fitted on. Defaults to None (no
+            tempered scores).
         ood_score: `"entropy"`, `"msp"` or `"mutual_information"`: the OOD
             score. Defaults to `"entropy"`.
         batch_size: int or None, the batch size of `predict`. Defaults to None
@@ -84,8 +97,9 @@ def evaluate_uncertainty(
     Returns:
         A dict of Python floats: `accuracy`, `nll`, `ece`, `brier`; for models
         with members also `member_accuracy`, `disagreement` and
-        `mutual_information`; with `x_ood` also `ood_auroc`, `ood_aupr` and
-        `fpr95`.
+        `mutual_information`; with `validation_data` also `temperature`,
+        `tempered_nll`, `tempered_ece` and `tempered_brier`; with `x_ood`
+        also `ood_auroc`, `ood_aupr` and `fpr95`.
 
     Raises:
         TypeError: if `model` is neither a `keras.Model` nor a list of them,
@@ -95,7 +109,8 @@ def evaluate_uncertainty(
             below 1, `"mutual_information"` for a
             model without members, empty inputs or inputs holding NaN or
             infinite values, `x` and `y` of different lengths, `x_ood` of
-            another structure or per-sample shape, labels that are not
+            another structure or per-sample shape, `validation_data` that is
+            not an `(x_val, y_val)` pair, labels that are not
             integers in `[0, K)` or one-hot rows, predictions that are not
             `(N, K)`, that are not probabilities while `from_logits=False`,
             or that are not finite.
@@ -143,18 +158,36 @@ def evaluate_uncertainty(
         x_ood = _arrays(x_ood, "x_ood")
         _length(x_ood, "x_ood")
         _check_same_sample_shape(x, x_ood)
+    if validation_data is not None:
+        x_val, y_val = _validation_pair(validation_data)
+        x_val = _arrays(x_val, "validation_data")
+        _check_same_sample_shape(x, x_val, "validation_data")
+        if len(y_val) != _length(x_val, "validation_data"):
+            raise ValueError(
+                "Argument `validation_data` must hold as many labels as inputs, "
+                f"got {_length(x_val, 'validation_data')} inputs and {len(y_val)} labels."
+            )
 
     def predict(inputs):
         return _predict(models, kind, inputs, batch_size, from_logits)
 
     probs, member_probs = predict(x)
-    labels = _labels(y, probs.shape[-1])
+    labels = _validation.check_labels(y, probs.shape[-1])
     scores = {
         "accuracy": _scores.accuracy(probs, labels),
         "nll": _scores.nll(probs, labels),
         "ece": _scores.ece(probs, labels, num_bins),
         "brier": _scores.brier(probs, labels),
     }
+    if validation_data is not None:
+        val_probs, _ = predict(x_val)
+        val_labels = _validation.check_labels(y_val, val_probs.shape[-1], "validation_data")
+        temperature = fit_temperature(val_probs, val_labels, from_logits=False)
+        tempered = _temper(probs, temperature)
+        scores["temperature"] = temperature
+        scores["tempered_nll"] = _scores.nll(tempered, labels)
+        scores["tempered_ece"] = _scores.ece(tempered, labels, num_bins)
+        scores["tempered_brier"] = _scores.brier(tempered, labels)
     if member_probs is not None:
         scores["member_accuracy"] = _scores.member_accuracy(member_probs, labels)
         scores["disagreement"] = _scores.disagreement(member_probs)
@@ -218,17 +251,34 @@ def _length(x, name):
     return count
 
 
-def _check_same_sample_shape(x, x_ood):
+def _validation_pair(validation_data):
+    if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
+        raise ValueError(
+            "Argument `validation_data` must be a pair `(x_val, y_val)` of "
+            f"inputs and labels, got {validation_data!r:.80}."
+        )
+    x_val, y_val = validation_data
+    return x_val, np.asarray(y_val)
+
+
+def _temper(probs, temperature):
+    """`softmax(log p / T)` of float64 probabilities, as `TemperatureScaling` computes it."""
+    logs = np.log(np.clip(probs, TINY, 1.0)) / temperature
+    exp = np.exp(logs - np.max(logs, axis=-1, keepdims=True))
+    return exp / np.sum(exp, axis=-1, keepdims=True)
+
+
+def _check_same_sample_shape(x, x_ood, name="x_ood"):
     try:
         keras.tree.assert_same_structure(x, x_ood)
     except (ValueError, TypeError) as error:
         raise ValueError(
-            f"Argument `x_ood` must have the structure of `x` (the model's inputs): {error}"
+            f"Argument `{name}` must have the structure of `x` (the model's inputs): {error}"
         ) from None
     for leaf, ood_leaf in zip(keras.tree.flatten(x), keras.tree.flatten(x_ood)):
         if leaf.shape[1:] != ood_leaf.shape[1:]:
             raise ValueError(
-                "Argument `x_ood` must have the per-sample shape of `x`, got "
+                f"Argument `{name}` must have the per-sample shape of `x`, got "
                 f"{ood_leaf.shape[1:]} against {leaf.shape[1:]} (shapes "
                 f"{ood_leaf.shape} and {leaf.shape})."
             )
@@ -287,7 +337,8 @@ def _probabilities(outputs, model, from_logits, member_axis=False):
         exp = np.exp(shifted)
         return exp / np.sum(exp, axis=-1, keepdims=True)
     sums = np.sum(outputs, axis=-1)
-    if np.min(outputs) < -_SUM_TOLERANCE or np.max(np.abs(sums - 1.0)) > _SUM_TOLERANCE:
+    tolerance = _validation.SUM_TOLERANCE
+    if np.min(outputs) < -tolerance or np.max(np.abs(sums - 1.0)) > tolerance:
         raise ValueError(
             f"Model '{model.name}' does not predict probabilities (row sums "
             f"from {np.min(sums):.4g} to {np.max(sums):.4g}, smallest value "
@@ -295,42 +346,6 @@ def _probabilities(outputs, model, from_logits, member_axis=False):
             "whose head outputs logits."
         )
     return np.clip(outputs, 0.0, 1.0)
-
-
-def _labels(y, classes):
-    """Integer labels `(N,)` in `[0, classes)`, from integer or one-hot `y`."""
-    if y.ndim == 2 and y.shape[1] == classes:
-        if (
-            not np.all(np.isfinite(y))
-            or np.min(y) < 0
-            or np.max(np.abs(np.sum(y, axis=1) - 1.0)) > _SUM_TOLERANCE
-        ):
-            raise ValueError(
-                f"Argument `y`: one-hot labels of shape {y.shape} must be "
-                "non-negative rows that sum to 1."
-            )
-        return np.argmax(y, axis=1)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(
-            f"Argument `y` must hold integer labels (N,) or (N, 1) or one-hot "
-            f"labels (N, {classes}), got shape {y.shape}."
-        )
-    if y.dtype.kind not in "iub":
-        if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(
-                f"Argument `y` must hold integer class labels, got {y.dtype} "
-                f"values such as {y[:3].tolist()}."
-            )
-    bad = (y < 0) | (y >= classes)
-    if np.any(bad):
-        raise ValueError(
-            f"Argument `y`: labels must be integers in [0, {classes}) for a "
-            f"model with {classes} classes, got {y[bad][:3].tolist()} "
-            f"({int(np.sum(bad))} out of range)."
-        )
-    return y.astype("int64")
 
 
 def _ood_scores(name, probs, member_probs):

@@ -18,6 +18,8 @@ import numpy as np
 INFERENCE_MODES = ("group", "replicate", "contextual")
 OBJECTIVES = ("slots", "mean")
 MIXINGS = ("sum", "cut", "linear")
+# Rows of a softmax output sum to 1 up to float32 (or float16) rounding.
+SUM_TOLERANCE = 1e-3
 
 
 def check_n(n):
@@ -208,3 +210,39 @@ def check_axis(axis, rank, name="axis"):
             f"got {name}={axis}."
         )
     return positive
+
+
+def check_labels(y, classes, name="y"):
+    """Integer labels `(N,)` in `[0, classes)`, from integer or one-hot `y`."""
+    if y.ndim == 2 and y.shape[1] == classes:
+        if (
+            not np.all(np.isfinite(y))
+            or np.min(y) < 0
+            or np.max(np.abs(np.sum(y, axis=1) - 1.0)) > SUM_TOLERANCE
+        ):
+            raise ValueError(
+                f"Argument `{name}`: one-hot labels of shape {y.shape} must be "
+                "non-negative rows that sum to 1."
+            )
+        return np.argmax(y, axis=1)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"Argument `{name}` must hold integer labels (N,) or (N, 1) or one-hot "
+            f"labels (N, {classes}), got shape {y.shape}."
+        )
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(
+                f"Argument `{name}` must hold integer class labels, got {y.dtype} "
+                f"values such as {y[:3].tolist()}."
+            )
+    bad = (y < 0) | (y >= classes)
+    if np.any(bad):
+        raise ValueError(
+            f"Argument `{name}`: labels must be integers in [0, {classes}) for a "
+            f"model with {classes} classes, got {y[bad][:3].tolist()} "
+            f"({int(np.sum(bad))} out of range)."
+        )
+    return y.astype("int64")

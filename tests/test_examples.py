@@ -1,6 +1,10 @@
 """The examples run offline at tiny sizes; CIFAR-10 is read from mocked data."""
 
 import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -66,10 +70,42 @@ def test_resnet18_matches_the_paper_and_wraps(cifar):
     assert wrapped.get_layer("stem_conv").kernel.shape == (3, 3, 6, 16)
 
 
-def test_quickstart_digits_runs():
-    plain, aggregated = load_example("quickstart_digits").main(["--epochs", "1"])
-    for accuracy, nll, seconds in (plain, aggregated):
-        assert 0.0 <= accuracy <= 1.0 and np.isfinite(nll) and nll > 0.0 and seconds > 0
+def test_quickstart_digits_runs(capsys):
+    runs, comparison = load_example("quickstart_digits").main(["--epochs", "1", "--seeds", "2"])
+    assert list(runs) == ["plain backbone", "wrap(backbone)"]
+    for results in runs.values():
+        assert len(results) == 2
+        for r in results:
+            assert 0.0 <= r["accuracy"] <= 1.0 and np.isfinite(r["nll"]) and r["nll"] > 0.0
+            assert 0.0 < r["tempered_nll"] and r["temperature"] > 0 and r["train_seconds"] > 0
+    assert comparison["seeds"] == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("1 epochs, 2 seeds, 359 test images")
+    assert lines[-1] == f"Verdict: {comparison['verdict']}."
+    assert lines[-3].split()[:2] == ["accuracy", f"{comparison['accuracy']['difference']:+.4f}"]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow",
+    reason="TensorFlow's own oneDNN notice stays on where it computes",
+)
+def test_quickstart_output_is_only_the_results():
+    # A fresh process, as a reader runs it: nothing before the results.
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "quickstart_digits.py")]
+        + ["--epochs", "1", "--seeds", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    lines = (done.stderr + done.stdout).splitlines()
+    assert lines[0].startswith("1 epochs, 2 seeds, 359 test images"), lines[:3]
+    assert len(lines) == 7 and lines[-1].startswith("Verdict: ")
 
 
 def test_mnist1d_example_runs():

@@ -41,6 +41,8 @@ REGISTERED = {
     "BrierScore": "keras_agrlearn.metrics.brier_score",
     "ExpectedCalibrationError": "keras_agrlearn.metrics.expected_calibration_error",
     "NegativeLogLikelihood": "keras_agrlearn.metrics.negative_log_likelihood",
+    # Added after 1.0: its module has always been the private one.
+    "TemperatureScaling": "keras_agrlearn._temperature_scaling",
 }
 # Classes registered since, which no file saved before 1.0 holds.
 REGISTERED_SINCE_1_0 = {"MixedEncoders"}
@@ -133,6 +135,7 @@ def _instances():
         keras_agrlearn.BrierScore(),
         keras_agrlearn.ExpectedCalibrationError(num_bins=5),
         keras_agrlearn.NegativeLogLikelihood(from_logits=True),
+        keras_agrlearn.TemperatureScaling(1.5, from_logits=True),
     ]
 
 

@@ -15,9 +15,9 @@ from keras_agrlearn.tuning import leaderboard  # noqa: E402
 
 search = load_script("tuning/search.py", "agrlearn_tuning_search")
 
-# Few samples, one epoch, two choices each: the search machinery is under
-# test here, not the accuracy it finds.
-TINY = ["--dataset", "digits", "--samples", "64", "--epochs", "1", "--batch-size", "32"]
+# Few samples, few epochs (a width-2 trial fits one in the cap), two choices
+# each: the search machinery is under test here, not the accuracy it finds.
+TINY = ["--dataset", "digits", "--samples", "64", "--epochs", "2", "--batch-size", "32"]
 TINY += ["--n", "1", "2", "--width", "1", "2", "--verbose", "0"]
 
 
@@ -39,10 +39,14 @@ def _table(project_dir):
 
 @pytest.mark.parametrize("n, width", [(1, 1.0), (2, 1.0), (3, 1.5)])
 def test_build_fixed_values(n, width, rng):
-    hypermodel = AgrLearnHyperModel(_backbone(), n=n, width=width)
+    hypermodel = AgrLearnHyperModel(
+        _backbone(), n=n, width=width, learning_rate=1e-3, weight_decay=0.01
+    )
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    assert hp.values == {"n": n, "width": width, "learning_rate": 1e-3}
+    assert hp.values == {"n": n, "width": width, "learning_rate": 1e-3, "weight_decay": 0.01}
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert float(model.optimizer.weight_decay) == pytest.approx(0.01)
     assert model.optimizer is not None and model.compiled
     x = rng.random((5, 6, 2)).astype("float32")
     assert tuple(model(x).shape) == (5, 3)
@@ -61,6 +65,29 @@ def test_search_space_names_and_choices():
     assert list(space["width"].values) == [1.0, 2.0]
     rate = space["learning_rate"]
     assert (rate.min_value, rate.max_value, rate.sampling) == (1e-4, 1e-2, "log")
+
+
+def test_learning_rate_and_weight_decay_are_searched_by_default():
+    hypermodel = AgrLearnHyperModel(_backbone, n=(1, 2), width=1.0)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    space = {p.name: p for p in hp.space}
+    for name, bounds in (("learning_rate", (3e-4, 3e-3)), ("weight_decay", (1e-4, 1e-1))):
+        assert (space[name].min_value, space[name].max_value) == bounds
+        assert space[name].sampling == "log"
+    # n=1, the plain network, stays in the space.
+    assert list(space["n"].values) == [1, 2]
+    assert isinstance(model.optimizer, keras.optimizers.AdamW)
+    assert float(model.optimizer.weight_decay) == pytest.approx(hp.get("weight_decay"))
+    assert hypermodel.training_budget == 2.0 and hypermodel.cosine_decay
+
+
+def test_weight_decay_none_keeps_the_optimizers_own():
+    hypermodel = AgrLearnHyperModel(_backbone, n=2, width=1.0, weight_decay=None, optimizer="adam")
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert "weight_decay" not in hp.values
+    assert model.optimizer.weight_decay is None
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", keras.optimizers.SGD(momentum=0.5)])
@@ -99,6 +126,13 @@ def test_metric_objects_are_fresh_per_trial():
         ({"learning_rate": 0.0}, ValueError),
         ({"learning_rate": (1e-2, 1e-4)}, ValueError),
         ({"learning_rate": (1e-4, 1e-3, 1e-2)}, ValueError),
+        ({"weight_decay": (1e-2, 1e-4)}, ValueError),
+        ({"weight_decay": -1.0}, ValueError),
+        ({"training_budget": 0.0}, ValueError),
+        ({"training_budget": float("nan")}, ValueError),
+        ({"training_budget": "2"}, TypeError),
+        ({"equal_compute": "yes"}, TypeError),
+        ({"cosine_decay": 1}, TypeError),
         ({"optimizer": 3}, TypeError),
         ({"inference": "mean"}, ValueError),
         ({"dropout": 0.5}, TypeError),
@@ -160,18 +194,21 @@ def test_local_search_resumes_after_interrupt(tmp_path, monkeypatch, capsys):
     assert sorted(rows) == ["0", "1"]
     assert all(row[-1] == "COMPLETED" for row in rows.values())
     assert {row[2] for row in rows.values()} <= {"1", "2"}
-    assert float(rows["0"][7]) == pytest.approx(first["score"], abs=1e-4)
-    # Every trial records its forward passes and training FLOPs per sample,
-    # its FLOPs relative to the plain network's, its inference FLOPs and its
-    # fit time.
+    assert float(rows["0"][9]) == pytest.approx(first["score"], abs=1e-4)
+    # Every trial records its learning rate and weight decay, its epochs,
+    # forward passes and training FLOPs per sample, its FLOPs relative to
+    # the plain network's, its inference FLOPs and its fit time.
     header = (project / "leaderboard.md").read_text().splitlines()[0]
-    assert "training FLOPs x plain" in header
+    assert "| weight decay | epochs |" in header and "training FLOPs x plain" in header
     for row in rows.values():
-        passes, training, relative, inference, seconds = row[8:13]
+        assert float(row[6]) > 0 and float(row[7]) > 0 and int(row[8]) >= 1
+        passes, training, relative, inference, seconds = row[10:15]
         assert float(passes) > 0 and float(training) > 0 and float(inference) > 0
-        assert float(relative) > 0 and seconds != ""
-        # One epoch is the least a trial gets, even where it costs more.
-        assert relative == "1.00" or row[3] != "1.0"
+        assert seconds != ""
+        # Within the cap of 2 x the plain network's epochs; the plain
+        # network itself fills it.
+        assert 0 < float(relative) <= 2.0
+        assert relative == "2.00" or (row[2], row[3]) != ("1", "1.0")
     assert (project / "score_by_n_width.png").stat().st_size > 0
     model = keras.saving.load_model(project / "best_model.keras")
     assert tuple(model.output.shape) == (None, 10)
@@ -182,7 +219,9 @@ def test_local_search_resumes_after_interrupt(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("objective, best_first", [("val_loss", 0.2), ("val_accuracy", 0.9)])
 def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
-    hypermodel = AgrLearnHyperModel(_backbone(), n=(1, 2, 3), width=1.0)
+    hypermodel = AgrLearnHyperModel(
+        _backbone(), n=(1, 2, 3), width=1.0, learning_rate=1e-3, weight_decay=None
+    )
     tuner = keras_tuner.GridSearch(
         hypermodel, objective=objective, directory=str(tmp_path), max_trials=3
     )
@@ -205,7 +244,9 @@ def test_leaderboard_orders_by_objective(objective, best_first, tmp_path):
         "batch_repetition",
         "repetition",
         "learning_rate",
+        "weight_decay",
         "score",
+        "epochs",
         "forward_passes",
         "training_flops",
         "relative_training_flops",
@@ -250,6 +291,7 @@ def _dense_backbone():
 
 def _fit_trial(rng, epochs=8, **kwargs):
     """Builds and fits one trial on 12 samples in one batch of 12."""
+    kwargs = {"learning_rate": 1e-3, "weight_decay": None, **kwargs}
     hypermodel = AgrLearnHyperModel(_dense_backbone, **kwargs)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
@@ -263,19 +305,30 @@ PLAIN_FLOPS = 2 * (4 * 32 + 32 * 32 + 32 * 3)
 
 
 @pytest.mark.parametrize(
-    "width, hidden, expected_epochs",
-    # 8 plain epochs; a pass costs about width**2 as much, so about 8 / width**2.
-    [(1.0, 32, 8), (1.5, 48, 4), (2.0, 64, 2), (3.0, 96, 1)],
+    "budget, width, hidden, expected_epochs",
+    # A cap of budget x 8 plain epochs; a pass costs about width**2 as much,
+    # so the most epochs that fit are about budget * 8 / width**2, rounded down.
+    [
+        (2.0, 1.0, 32, 16),
+        (2.0, 1.5, 48, 7),
+        (2.0, 2.0, 64, 4),
+        (2.0, 3.0, 96, 2),
+        (1.0, 1.0, 32, 8),
+        (1.0, 1.5, 48, 3),
+        (0.5, 1.0, 32, 4),
+    ],
 )
-def test_equal_compute_gives_wider_trials_fewer_epochs(width, hidden, expected_epochs, rng):
-    model, last, history = _fit_trial(rng, n=1, width=width)
+def test_equal_compute_gives_wider_trials_fewer_epochs(budget, width, hidden, expected_epochs, rng):
+    model, last, history = _fit_trial(rng, n=1, width=width, training_budget=budget)
     forward = 2 * (4 * hidden + hidden * hidden + hidden * 3)
     assert len(history.history["loss"]) == expected_epochs
-    assert expected_epochs == max(1, round(8 * PLAIN_FLOPS / forward))
+    assert expected_epochs == int(budget * 8 * PLAIN_FLOPS // forward)
+    assert last["epochs"] == expected_epochs
     assert last["training_flops"] == 3 * forward * expected_epochs
     assert last["relative_training_flops"] == pytest.approx(
         forward * expected_epochs / (PLAIN_FLOPS * 8)
     )
+    assert last["relative_training_flops"] <= budget
     assert last["inference_flops"] == forward
     assert last["forward_passes"] == expected_epochs
     assert last["fit_seconds"] > 0
@@ -285,8 +338,9 @@ def test_equal_compute_gives_wider_trials_fewer_epochs(width, hidden, expected_e
     "n, batch_repetition, repetition, expected_epochs",
     # An n-fold pass at width 1 costs a little more than a plain one (its
     # input and head layers are n times wider): n=2 about 1.18 x, n=3 1.35 x.
-    # Per sample, b * (r + (1 - r) / n) passes: b=2 doubles them.
-    [(2, 1, 0.0, 14), (2, 2, 0.0, 7), (3, 1, 0.0, 18), (3, 3, 0.0, 6), (3, 3, 0.5, 3)],
+    # Per sample, b * (r + (1 - r) / n) passes: b=2 doubles them. The cap
+    # is 2 x 8 plain epochs.
+    [(2, 1, 0.0, 27), (2, 2, 0.0, 13), (3, 1, 0.0, 35), (3, 3, 0.0, 11), (3, 3, 0.5, 5)],
 )
 def test_equal_compute_gives_batch_repetition_fewer_epochs(
     n, batch_repetition, repetition, expected_epochs, rng
@@ -295,14 +349,59 @@ def test_equal_compute_gives_batch_repetition_fewer_epochs(
         rng, n=n, width=1.0, batch_repetition=batch_repetition, repetition=repetition
     )
     assert len(history.history["loss"]) == expected_epochs
-    # Every trial trains about the plain network's 8 epochs' FLOPs.
-    assert last["relative_training_flops"] == pytest.approx(1.0, abs=0.15)
+    # Every trial trains the most epochs within twice the plain network's
+    # 8 epochs' FLOPs: one more would not fit.
+    per_epoch = last["relative_training_flops"] / expected_epochs
+    assert last["relative_training_flops"] <= 2.0 < per_epoch * (expected_epochs + 1)
 
 
 def test_group_inference_costs_a_pass_per_n_samples(rng):
     model, last, _ = _fit_trial(rng, n=2, width=1.0, inference="group")
     forward = 2 * (8 * 32 + 32 * 32 + 32 * 6)
     assert last["inference_flops"] == forward / 2
+
+
+def test_cosine_decay_stretches_over_the_trials_epochs(rng):
+    _, _, wide = _fit_trial(rng, epochs=2, n=1, width=1.0)
+    _, _, plain = _fit_trial(rng, epochs=4, n=1, width=2.0, cosine_decay=True)
+    for history in (wide, plain):
+        epochs = len(history.history["loss"])
+        expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * e / epochs)) for e in range(epochs)]
+        np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-5)
+    _, _, constant = _fit_trial(rng, epochs=2, n=1, width=1.0, cosine_decay=False)
+    assert "learning_rate" not in constant.history
+
+
+def test_a_cap_below_one_epoch_of_every_trial_is_a_clear_error(rng):
+    # 0.25 x 1 plain epoch is less than one epoch of the cheapest trial, n=2
+    # at width 1 (its input and head cost a little more, its passes half).
+    match = (
+        r"`training_budget`: a cap of 0.25 plain epochs \(`training_budget=0.25` times "
+        r"`epochs=1`\) is smaller than one epoch of the cheapest trial of the search "
+        r"space \(n=2, width=1.0: 0.885 plain epochs\)\. Raise `training_budget` to at "
+        r"least 0.885 or `epochs` to at least 4\."
+    )
+    with pytest.raises(ValueError, match=match):
+        _fit_trial(rng, epochs=1, n=(1, 2), width=(1.0, 2.0), training_budget=0.25)
+
+
+def test_a_trial_over_the_cap_is_failed_while_others_fit(rng):
+    hypermodel = AgrLearnHyperModel(
+        _dense_backbone, n=1, width=(1.0, 3.0), training_budget=1.0, learning_rate=1e-3
+    )
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("width", 3.0)
+    model = hypermodel.build(hp)
+    x, y = rng.random((12, 4)).astype("float32"), rng.integers(0, 3, 12)
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="more than its cap of 1"):
+        hypermodel.fit(hp, model, x, y, epochs=1, batch_size=12, verbose=0)
+
+
+def test_search_with_a_cap_below_one_epoch_stops(tmp_path):
+    # A cap of 0.4 x 2 plain epochs, less than one epoch of the plain network.
+    argv = [*TINY, "--trials", "2", "--budget", "0.4", "--output", str(tmp_path)]
+    with pytest.raises(ValueError, match=r"cheapest trial .* `epochs` to at least 3"):
+        search.main(argv)
 
 
 def test_equal_compute_can_be_turned_off(rng):

@@ -35,8 +35,9 @@ def test_chief_and_two_workers_complete_every_trial(tmp_path):
         "digits",
         "--samples",
         "64",
+        # A cap of 2 x 2 plain epochs: a width-2 trial fits one epoch.
         "--epochs",
-        "1",
+        "2",
         "--trials",
         "2",
         "--n",

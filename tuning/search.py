@@ -11,10 +11,18 @@ one of three datasets, then prints a leaderboard and writes, under
   `keras.saving.load_model` once `keras_agrlearn` is imported;
 - `score_by_n_width.png`: the best score for each n, one line per width.
 
+With `--confirm-seeds K` it then retrains the best n=1 and the best n>1 trial
+with K paired seeds, scores them on the test split (which the search never
+scores) with temperatures fitted on the validation split, and prints and
+writes to `verdict.md` the paired differences in accuracy and tempered NLL
+with their 95 % intervals, each configuration's training and inference
+FLOPs, and a verdict: "aggregation helps", "no difference shown" or "plain is
+better" (`keras_agrlearn.tuning.confirm`).
+
 Run again with the same `--output`, the search continues where it stopped
-(`--overwrite` starts afresh). With the `KERASTUNER_*` variables set (see
-`tuning/distributed.py`), the process is the chief oracle or one worker of a
-distributed search.
+(`--overwrite` starts afresh), and so does the confirmation, seed by seed.
+With the `KERASTUNER_*` variables set (see `tuning/distributed.py`), the
+process is the chief oracle or one worker of a distributed search.
 
 Examples:
 
@@ -22,6 +30,7 @@ Examples:
     python tuning/search.py --dataset mnist1d --tuner bayesian --trials 12 \\
         --epochs 20 --output runs/mnist1d
     python tuning/search.py --dataset cifar10 --tuner hyperband --epochs 27
+    python tuning/search.py --dataset digits --trials 6 --epochs 10 --confirm-seeds 5
 """
 
 import argparse
@@ -31,6 +40,9 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    # TensorFlow only loads data here; its oneDNN notice would come first.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
@@ -42,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
 from keras_agrlearn.tuning import AgrLearnHyperModel  # noqa: E402
+from keras_agrlearn.tuning import confirm  # noqa: E402
 from keras_agrlearn.tuning import leaderboard  # noqa: E402
 
 DATASETS = ("digits", "mnist1d", "cifar10")
@@ -129,9 +142,10 @@ def is_worker():
 def format_leaderboard(rows, objective=OBJECTIVE):
     lines = [
         f"| rank | trial | n | width | batch repetition | repetition | learning rate "
-        f"| {objective} | forward passes per sample | training MFLOPs per sample "
-        "| training FLOPs x plain | inference MFLOPs | fit s | status |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|",
+        f"| weight decay | epochs | {objective} | forward passes per sample "
+        "| training MFLOPs per sample | training FLOPs x plain | inference MFLOPs | fit s "
+        "| status |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|",
     ]
 
     def cell(value, spec, scale=None):
@@ -146,7 +160,8 @@ def format_leaderboard(rows, objective=OBJECTIVE):
             f"| {rank} | {row['trial']} | {row['n']} | {row['width']} | "
             f"{1 if plain else cell(row['batch_repetition'], '')} | "
             f"{0.0 if plain else cell(row['repetition'], '')} | "
-            f"{cell(row['learning_rate'], '.3g')} | {cell(row['score'], '.4f')} | "
+            f"{cell(row['learning_rate'], '.3g')} | {cell(row['weight_decay'], '.3g')} | "
+            f"{cell(row['epochs'], '.0f')} | {cell(row['score'], '.4f')} | "
             f"{cell(row['forward_passes'], '.1f')} | "
             f"{cell(row['training_flops'], '.3g', 1e6)} | "
             f"{cell(row['relative_training_flops'], '.2f')} | "
@@ -271,16 +286,37 @@ def parse_args(argv):
         help="input repetition shares to search (default: wrap's default)",
     )
     parser.add_argument(
+        "--budget",
+        type=float,
+        default=2.0,
+        help="every trial's training-FLOP cap, times the plain network's FLOPs over --epochs "
+        "(AgrLearnHyperModel's training_budget)",
+    )
+    parser.add_argument(
         "--equal-epochs",
         action="store_true",
-        help="train every trial --epochs epochs instead of the plain network's training FLOPs",
+        help="train every trial --epochs epochs instead of the most that fit in the cap",
     )
     parser.add_argument(
         "--learning-rate",
         type=float,
         nargs="+",
-        default=[1e-3],
+        default=[3e-4, 3e-3],
         help="one value (fixed) or MIN MAX (searched on a log scale)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        nargs="+",
+        default=[1e-4, 1e-1],
+        help="AdamW's weight decay: one value (fixed) or MIN MAX (searched on a log scale)",
+    )
+    parser.add_argument(
+        "--confirm-seeds",
+        type=int,
+        default=None,
+        help="after the search, retrain the best n=1 and n>1 trials with this many paired "
+        "seeds (at least 2) and print a verdict with 95%% intervals",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
@@ -297,8 +333,16 @@ def parse_args(argv):
         "--verbose", type=int, default=2, choices=(0, 1, 2), help="Keras fit verbosity"
     )
     args = parser.parse_args(argv)
-    if len(args.learning_rate) > 2:
-        parser.error("--learning-rate takes one value or MIN MAX")
+    for name in ("learning_rate", "weight_decay"):
+        if len(getattr(args, name)) > 2:
+            parser.error(f"--{name.replace('_', '-')} takes one value or MIN MAX")
+    if args.confirm_seeds is not None and args.confirm_seeds < 2:
+        parser.error(
+            f"--confirm-seeds must be at least 2 (an interval over seeds needs two "
+            f"pairs), got {args.confirm_seeds}"
+        )
+    if args.confirm_seeds is not None and (1 not in args.n or max(args.n) < 2):
+        parser.error("--confirm-seeds compares n=1 with n > 1: --n must list 1 and a larger n")
     return args
 
 
@@ -309,7 +353,6 @@ def main(argv=None):
     (x_train, y_train), validation = data[0], data[1]
     if args.samples is not None:
         x_train, y_train = x_train[: args.samples], y_train[: args.samples]
-    learning_rate = args.learning_rate
     hypermodel = AgrLearnHyperModel(
         backbone(args.dataset),
         n=args.n,
@@ -317,7 +360,9 @@ def main(argv=None):
         batch_repetition=args.batch_repetition,
         repetition=args.repetition,
         equal_compute=not args.equal_epochs,
-        learning_rate=learning_rate[0] if len(learning_rate) == 1 else learning_rate,
+        training_budget=args.budget,
+        learning_rate=value_or_range(args.learning_rate),
+        weight_decay=value_or_range(args.weight_decay),
     )
     tuner = make_tuner(args, hypermodel)
     if not is_worker():
@@ -335,7 +380,35 @@ def main(argv=None):
     # A chief oracle writes its state before it lets go of the last trial
     # that ended; saving again keeps a rerun from training that trial anew.
     tuner.save()
-    return report(tuner, data, args)
+    status = report(tuner, data, args)
+    if status or args.confirm_seeds is None:
+        return status
+    return confirm_best(tuner, (x_train, y_train), validation, data[2], args)
+
+
+def value_or_range(values):
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def confirm_best(tuner, train, validation, holdout, args):
+    """Retrains the best n=1 and n>1 trials over paired seeds; prints the verdict."""
+    print(
+        f"\nConfirming with {args.confirm_seeds} paired seeds: the best n=1 and n>1 "
+        f"trials, retrained and scored on the {len(holdout[1])} test samples."
+    )
+    result = confirm(
+        tuner,
+        *train,
+        validation_data=validation,
+        holdout_data=holdout,
+        seeds=args.confirm_seeds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        first_seed=args.seed,
+    )
+    print(result["report"], end="")
+    print(f"Verdict: {os.path.join(tuner.project_dir, 'verdict.md')}")
+    return 0
 
 
 if __name__ == "__main__":

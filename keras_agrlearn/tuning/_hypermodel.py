@@ -1,4 +1,4 @@
-"""`AgrLearnHyperModel`: a KerasTuner search space over n, width and repetitions."""
+"""`AgrLearnHyperModel`: a KerasTuner search space over n, width, repetitions and the optimizer."""
 
 import inspect
 import math
@@ -18,44 +18,57 @@ from keras_agrlearn._wrap import wrap
 # of `wrap` is passed through unchanged and stays the same in every trial.
 _TUNED = ("model", "n", "width", "inference", "repetition", "batch_repetition", "mixing")
 _WRAP_OPTIONS = tuple(name for name in inspect.signature(wrap).parameters if name not in _TUNED)
+# Each trial's training-FLOP cap, in units of the plain network's training
+# FLOPs over the `epochs` given to `search`: aggregated models need more
+# epochs than the plain one (docs/RESULTS.md), so the cap leaves room for
+# them, and the plain network gets twice its epochs too.
+DEFAULT_TRAINING_BUDGET = 2.0
 
 
 class AgrLearnHyperModel(keras_tuner.HyperModel):
-    """Searches the aggregation factor `n`, the width and the repetitions.
+    """Searches `n`, the width, the repetitions and the optimizer under one FLOP cap.
 
     Every trial wraps a fresh copy of `backbone` with `keras_agrlearn.wrap`
     and compiles it. The hyperparameters are named `"n"`, `"width"`,
-    `"batch_repetition"`, `"repetition"` and `"learning_rate"`. `n=1` is the
-    backbone itself (widened by `width`; batch and input repetition do not
-    apply to it), so a search with `1` among the choices tells whether
-    aggregation helps at all. The model takes and returns per-sample tensors,
-    so the tuner's `search(x, y, validation_data=...)` works as for any Keras
-    model.
+    `"batch_repetition"`, `"repetition"`, `"learning_rate"` and
+    `"weight_decay"` (AdamW's, by default). `n=1` is the backbone itself
+    (widened by `width`; batch and input repetition do not apply to it), so
+    a search with `1` among the choices tells whether aggregation helps at
+    all. The model takes and returns per-sample tensors, so the tuner's
+    `search(x, y, validation_data=...)` works as for any Keras model.
 
-    **Equal compute.** A trial's training cost is its forward FLOPs per pass
-    (the built model's, counted from its layers: two FLOPs per kernel weight
-    and output position, so a model widened by `width` costs about `width**2`
-    times the backbone's per pass) times its passes per epoch: an n-fold model
-    feeds one group of n samples per pass, input repetition r fills all n
-    slots with a share r of the samples, and batch repetition b groups each
-    batch b times, so it makes about `b * (r + (1 - r) / n)` passes per
-    training sample (counted per batch, as `Aggregate` groups it, when the
-    training data are arrays; by this formula for a dataset or generator).
-    With `equal_compute=True` (the default) the `epochs` passed to `search`
-    are the plain network's budget (the backbone with `n=1`, `width=1`), and
-    each trial trains
+    **One training-FLOP cap per trial.** A trial's training cost per epoch
+    is its forward FLOPs per pass (the built model's, counted from its
+    layers: two FLOPs per kernel weight and output position, so a model
+    widened by `width` costs about `width**2` times the backbone's per
+    pass) times its passes per epoch: an n-fold model feeds one group of n
+    samples per pass, input repetition r fills all n slots with a share r of
+    the samples, and batch repetition b groups each batch b times, so it
+    makes about `b * (r + (1 - r) / n)` passes per training sample (counted
+    per batch, as `Aggregate` groups it, when the training data are arrays;
+    by this formula for a dataset or generator). With `equal_compute=True`
+    (the default) every trial gets the same cap,
 
-        epochs * plain FLOPs per epoch / trial FLOPs per epoch
+        training_budget * epochs * plain FLOPs per epoch
 
-    epochs, rounded to the nearest (halves up), at least one: every trial
-    gets about the plain network's training FLOPs, so the search favours
-    neither a wide model (more FLOPs per pass) nor large `b` (more passes
-    per epoch), nor penalises large `n` (fewer passes). Each trial records,
-    per training sample over its whole fit, `forward_passes` and
-    `training_flops` (a training step costs three forward passes), its
-    `relative_training_flops` (times the plain network's at `epochs`, about
-    1 with equal compute), the `inference_flops` of one prediction and
-    `fit_seconds`; `keras_agrlearn.tuning.leaderboard` shows them.
+    where `epochs` is what `search` is given and the plain network is the
+    backbone at `n=1`, `width=1`; by default `training_budget=2.0`, twice
+    the plain network's FLOPs over `epochs`. Each trial trains the largest
+    whole number of epochs that fits in the cap, so every configuration is
+    compared at (up to one epoch) the same training FLOPs, and the search
+    favours neither a wide model (more FLOPs per pass) nor large `b` (more
+    passes per epoch), nor penalises large `n` (fewer passes). With
+    `cosine_decay=True` (the default) the learning rate falls on a cosine
+    from the trial's rate to zero over the trial's own epochs, so a trial
+    of 10 epochs and one of 40 both anneal fully. A trial whose one epoch
+    costs more than the cap is marked failed; a cap below one epoch of the
+    cheapest configuration stops the search with a `ValueError`. Each
+    trial records its `epochs`; per training sample over its whole fit,
+    `forward_passes` and `training_flops` (a training step costs three
+    forward passes); its `relative_training_flops` (times the plain
+    network's at `epochs`, at most `training_budget` with equal compute);
+    the `inference_flops` of one prediction and `fit_seconds`;
+    `keras_agrlearn.tuning.leaderboard` shows them.
 
     Args:
         backbone: a Functional or Sequential `keras.Model` classifier, or a
@@ -76,14 +89,25 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             the feature mixing to search, as the hyperparameter `"mixing"`
             (see `wrap`; every choice costs the same FLOPs). None (the
             default) keeps `wrap`'s default, `"sum"`.
-        equal_compute: bool, whether each trial's epochs are scaled to the
-            plain network's training FLOPs (see above). Defaults to `True`.
+        equal_compute: bool, whether each trial trains the most epochs that
+            fit in one training-FLOP cap (see above); otherwise every trial
+            trains the `epochs` given to `search`. Defaults to `True`.
+        training_budget: a number > 0, the cap of every trial in units of
+            the plain network's training FLOPs over the `epochs` given to
+            `search`. Defaults to `2.0`.
         learning_rate: a number > 0 (fixed), or a `(min, max)` pair searched
-            on a log scale. Defaults to `1e-3`.
-        optimizer: an optimizer name such as `"adam"`, or a
+            on a log scale. Defaults to `(3e-4, 3e-3)`.
+        weight_decay: None, a number > 0 (fixed), or a `(min, max)` pair
+            searched on a log scale: the optimizer's `weight_decay` (decoupled
+            in AdamW). None keeps the optimizer's own. Defaults to
+            `(1e-4, 1e-1)`.
+        optimizer: an optimizer name such as `"adamw"`, or a
             `keras.optimizers.Optimizer` whose configuration is copied into a
-            new optimizer with the trial's learning rate. Defaults to
-            `"adam"`.
+            new optimizer with the trial's learning rate and weight decay.
+            Defaults to `"adamw"`.
+        cosine_decay: bool, whether the learning rate decays on a cosine to
+            zero over each trial's epochs (set once per epoch). Defaults to
+            `True`.
         loss: the loss passed to `compile`. Defaults to
             `"sparse_categorical_crossentropy"`, which fits integer labels and
             a softmax head; a head without activation needs
@@ -103,6 +127,8 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
 
     Raises:
         ValueError, TypeError: for an invalid argument.
+        ValueError: from `search`, if `training_budget * epochs` is smaller
+            than one epoch of the cheapest configuration of the space.
 
     Example:
 
@@ -120,7 +146,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
     ...     directory="/tmp/agrlearn_example", overwrite=True,
     ... )
     >>> x, y = np.random.rand(64, 8, 8, 1), np.random.randint(0, 10, 64)
-    >>> tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    >>> tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
     >>> best = tuner.get_best_hyperparameters()[0]
     >>> best.get("n") in (1, 2)
     True
@@ -136,8 +162,11 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         repetition=None,
         mixing=None,
         equal_compute=True,
-        learning_rate=1e-3,
-        optimizer="adam",
+        training_budget=DEFAULT_TRAINING_BUDGET,
+        learning_rate=(3e-4, 3e-3),
+        weight_decay=(1e-4, 1e-1),
+        optimizer="adamw",
+        cosine_decay=True,
         loss="sparse_categorical_crossentropy",
         metrics=("accuracy",),
         inference=_defaults.INFERENCE,
@@ -178,8 +207,11 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         self.mixing = (
             None if mixing is None else _choices(mixing, _validation.check_mixing, "mixing")
         )
-        self.equal_compute = bool(equal_compute)
-        self.learning_rate = _learning_rate_range(learning_rate)
+        self.equal_compute = _validation.check_bool("equal_compute", equal_compute)
+        self.training_budget = _positive("training_budget", training_budget)
+        self.learning_rate = _range("learning_rate", learning_rate)
+        self.weight_decay = None if weight_decay is None else _range("weight_decay", weight_decay)
+        self.cosine_decay = _validation.check_bool("cosine_decay", cosine_decay)
         self.optimizer = optimizer
         self.loss = loss
         self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -206,11 +238,7 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         if n == 1:
             # Nothing to repeat with one sample per group.
             batch_repetition, repetition = 1, 0.0
-        if len(self.learning_rate) == 1:
-            learning_rate = hp.Fixed("learning_rate", self.learning_rate[0])
-        else:
-            low, high = self.learning_rate
-            learning_rate = hp.Float("learning_rate", low, high, sampling="log")
+        optimizer = self._declare_optimizer(hp)
         mixing = {}
         if self.mixing is not None:
             mixing["mixing"] = (
@@ -220,40 +248,65 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             )
         model = self._wrap(n, width, batch_repetition, repetition, **mixing)
         model.compile(
-            optimizer=self._new_optimizer(learning_rate),
+            optimizer=optimizer,
             loss=_copy(self.loss),
             metrics=[_copy(metric) for metric in self.metrics],
         )
         return model
 
     def fit(self, hp, model, *args, **kwargs):
-        """Trains the trial's model, at the plain network's training FLOPs.
+        """Trains the trial's model for the most epochs its FLOP cap allows.
 
         With `equal_compute`, `epochs` (and Hyperband's `initial_epoch`) are
-        scaled by the trial's training FLOPs per epoch relative to the plain
-        network's (see the class docstring). The returned history carries
-        `forward_passes`, `training_flops`, `relative_training_flops`,
-        `inference_flops` and `fit_seconds`, which KerasTuner stores with
-        the trial's metrics.
+        replaced by the largest number of epochs whose training FLOPs fit in
+        `training_budget` times the plain network's at `epochs` (see the
+        class docstring). With `cosine_decay`, the learning rate follows a
+        cosine from the trial's rate down to zero over those epochs. The
+        returned history carries `epochs`, `forward_passes`,
+        `training_flops`, `relative_training_flops`, `inference_flops` and
+        `fit_seconds`, which KerasTuner stores with the trial's metrics.
+
+        Raises:
+            keras_tuner.errors.FatalValueError: (a ValueError) if the cap
+                is smaller than one epoch of the cheapest configuration of
+                the search space: no trial can train, the search stops.
+            keras_tuner.errors.FailedTrialError: if the cap is smaller than
+                one epoch of this trial (but not of every trial): the tuner
+                marks the trial failed and goes on.
         """
         epochs = kwargs.get("epochs", 1)
         initial_epoch = kwargs.get("initial_epoch", 0)
         passes = _passes_per_sample(model, args, kwargs)
         forward = _flops.forward_flops(model)
-        plain = self._plain_forward_flops()
         # The trial's training FLOPs per epoch, times the plain network's.
-        cost = forward * passes / plain
+        cost = forward * passes / self._plain_forward_flops()
         if self.equal_compute:
-            kwargs["epochs"] = max(1, _round(epochs / cost))
+            cap = self.training_budget * epochs
+            kwargs["epochs"] = _epochs_within(cap, cost)
+            if kwargs["epochs"] < 1:
+                self._check_cap_fits_the_space(cap, epochs, args, kwargs)
+                raise keras_tuner.errors.FailedTrialError(
+                    f"One epoch of this trial costs {cost:.3g} plain epochs, more "
+                    f"than its cap of {cap:.3g} (`training_budget={self.training_budget}` "
+                    f"times `epochs={epochs}`); the trial is skipped."
+                )
             if initial_epoch:
-                kwargs["initial_epoch"] = min(kwargs["epochs"] - 1, _round(initial_epoch / cost))
-        trained = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
+                kwargs["initial_epoch"] = min(
+                    kwargs["epochs"] - 1, _epochs_within(self.training_budget * initial_epoch, cost)
+                )
+        total = kwargs.get("epochs", 1)
+        if self.cosine_decay:
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [
+                _cosine_decay(model.optimizer, total)
+            ]
+        trained = total - kwargs.get("initial_epoch", 0)
         start = time.perf_counter()
         history = model.fit(*args, **kwargs)
         seconds = time.perf_counter() - start
         aggregate = _aggregate(model)
         group = aggregate is not None and aggregate.inference == "group"
         metrics = {
+            "epochs": total,
             "forward_passes": trained * passes,
             "training_flops": _flops.TRAINING_PASS_COST * forward * passes * trained,
             "relative_training_flops": cost * trained / max(1, epochs - initial_epoch),
@@ -264,6 +317,44 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
         for name, value in metrics.items():
             history.history[name] = [float(value)] * rows
         return history
+
+    def _epoch_cost(self, model, args, kwargs):
+        """Training FLOPs of one epoch of `model`, in plain-network epochs."""
+        passes = _passes_per_sample(model, args, kwargs)
+        return _flops.forward_flops(model) * passes / self._plain_forward_flops()
+
+    def _check_cap_fits_the_space(self, cap, epochs, args, kwargs):
+        """Raises a fatal error if no configuration of the space fits in `cap`."""
+        costs = {}
+        for n, width, batch_repetition, repetition in self._configurations():
+            model = self._wrap(n, width, batch_repetition, repetition)
+            costs[(n, width)] = min(
+                costs.get((n, width), math.inf), self._epoch_cost(model, args, kwargs)
+            )
+        (n, width), cheapest = min(costs.items(), key=lambda item: item[1])
+        if cheapest > cap:
+            raise keras_tuner.errors.FatalValueError(
+                f"Argument `training_budget`: a cap of {cap:.3g} plain epochs "
+                f"(`training_budget={self.training_budget}` times "
+                f"`epochs={epochs}`) is smaller than one epoch "
+                f"of the cheapest trial of the search space (n={n}, width={width}: "
+                f"{cheapest:.3g} plain epochs). Raise `training_budget` to at least "
+                f"{cheapest / epochs:.3g} or `epochs` to at least "
+                f"{math.ceil(cheapest / self.training_budget)}."
+            )
+
+    def _configurations(self):
+        """Every (n, width, batch_repetition, repetition) the space holds."""
+        found = []
+        for n in self.n:
+            for width in self.width:
+                if n == 1:
+                    found.append((1, width, 1, 0.0))
+                    continue
+                for b in self.batch_repetition or [None]:
+                    for r in self.repetition or [None]:
+                        found.append((n, width, b, r))
+        return found
 
     def _wrap(self, n, width, batch_repetition, repetition, **options):
         return wrap(
@@ -293,13 +384,15 @@ class AgrLearnHyperModel(keras_tuner.HyperModel):
             )
         return backbone
 
-    def _new_optimizer(self, learning_rate):
+    def _declare_optimizer(self, hp):
+        """The trial's optimizer, with its `learning_rate` and `weight_decay`."""
+        settings = {"learning_rate": _declare_range(hp, "learning_rate", self.learning_rate)}
+        if self.weight_decay is not None:
+            settings["weight_decay"] = _declare_range(hp, "weight_decay", self.weight_decay)
         if isinstance(self.optimizer, str):
-            return keras.optimizers.get(
-                {"class_name": self.optimizer, "config": {"learning_rate": learning_rate}}
-            )
+            return keras.optimizers.get({"class_name": self.optimizer, "config": settings})
         config = self.optimizer.get_config()
-        config["learning_rate"] = learning_rate
+        config.update(settings)
         return type(self.optimizer).from_config(config)
 
 
@@ -331,9 +424,27 @@ def _passes_per_sample(model, args, kwargs):
     return _flops.passes_per_epoch(samples, batch_size, n, r, b) / samples
 
 
-def _round(value):
-    """`value` rounded to the nearest int, halves up."""
-    return math.floor(value + 0.5)
+def _epochs_within(cap, cost):
+    """The most whole epochs of `cost` each that fit in `cap`.
+
+    A relative tolerance keeps a cap of exactly k epochs from rounding down
+    to k - 1.
+    """
+    return math.floor(cap / cost * (1.0 + 1e-9))
+
+
+def _cosine_decay(optimizer, epochs):
+    """A callback that lowers the learning rate on a cosine to 0 over `epochs`.
+
+    Set once per epoch from the rate the trial started with, so a trial of
+    few epochs and one of many both sweep the whole schedule.
+    """
+    initial = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    def rate(epoch, _):
+        return initial * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 def _choices(value, check, name):
@@ -353,18 +464,35 @@ def _declare(hp, name, values):
     return hp.Choice(name, values, ordered=True)
 
 
-def _learning_rate_range(learning_rate):
-    """`(value,)` for a fixed learning rate, `(min, max)` for a range."""
-    values = tuple(learning_rate) if isinstance(learning_rate, (list, tuple)) else (learning_rate,)
+def _range(name, value):
+    """`(value,)` for a fixed value, `(min, max)` for a range searched on a log scale."""
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
     valid = len(values) in (1, 2) and all(
         isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 for v in values
     )
     if not valid or (len(values) == 2 and not values[0] < values[1]):
         raise ValueError(
-            "Argument `learning_rate` must be a number > 0 or a (min, max) pair "
-            f"with 0 < min < max, got {learning_rate!r}."
+            f"Argument `{name}` must be a number > 0 or a (min, max) pair "
+            f"with 0 < min < max, got {value!r}."
         )
     return tuple(float(v) for v in values)
+
+
+def _declare_range(hp, name, values):
+    if len(values) == 1:
+        return hp.Fixed(name, values[0])
+    return hp.Float(name, values[0], values[1], sampling="log")
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a finite number > 0, got {value!r} of "
+            f"type {type(value).__name__}."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Argument `{name}` must be a finite number > 0, got {name}={value}.")
+    return float(value)
 
 
 def _copy(obj):

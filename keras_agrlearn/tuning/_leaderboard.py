@@ -15,11 +15,13 @@ def leaderboard(tuner):
 
     Returns:
         A list of dicts with keys `"trial"`, `"n"`, `"width"`,
-        `"batch_repetition"`, `"repetition"`, `"learning_rate"`, `"score"`
-        (None without one), `"forward_passes"` and `"training_flops"` (per
-        training sample, over the trial's whole fit),
-        `"relative_training_flops"` (the trial's training FLOPs divided by
-        the plain network's at the search's `epochs`), `"inference_flops"`
+        `"batch_repetition"`, `"repetition"`, `"learning_rate"`,
+        `"weight_decay"`, `"score"` (None without one), `"epochs"` (the
+        epochs the trial trained, up to its FLOP cap), `"forward_passes"`
+        and `"training_flops"` (per training sample, over the trial's whole
+        fit), `"relative_training_flops"` (the trial's training FLOPs divided by
+        the plain network's at the search's `epochs`; about
+        `training_budget` with equal compute), `"inference_flops"`
         (per prediction), `"fit_seconds"` and `"status"`; values a trial
         does not have are None.
 
@@ -44,7 +46,9 @@ def leaderboard(tuner):
                 "batch_repetition": values.get("batch_repetition"),
                 "repetition": values.get("repetition"),
                 "learning_rate": values.get("learning_rate"),
+                "weight_decay": values.get("weight_decay"),
                 "score": trial.score,
+                "epochs": _metric(trial, "epochs"),
                 "forward_passes": _metric(trial, "forward_passes"),
                 "training_flops": _metric(trial, "training_flops"),
                 "relative_training_flops": _metric(trial, "relative_training_flops"),
