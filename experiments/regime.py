@@ -347,26 +347,6 @@ def epochs_at(config, method, share, E, samples):
 # ---------------------------------------------------------------------------
 
 
-def fit_temperature(probs, labels):
-    """The temperature minimising NLL of `probs` (a golden-section search over log T)."""
-    logp = np.log(np.clip(probs, 1e-30, None))
-
-    def nll(log_t):
-        z = logp / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), labels]))
-
-    low, high = math.log(0.05), math.log(20.0)
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(80):
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        if nll(a) < nll(b):
-            high = b
-        else:
-            low = a
-    return math.exp((low + high) / 2)
-
-
 def tempered(probs, temperature):
     z = np.log(np.clip(probs, 1e-30, None)) / temperature
     z = z - z.max(axis=1, keepdims=True)
@@ -429,7 +409,7 @@ def run(job, options):
         return np.mean([m.predict(inputs, batch_size=500, verbose=0) for m in models], axis=0)
 
     val_probs = predict(x_val)
-    temperature = fit_temperature(val_probs, y_val)
+    temperature = keras_agrlearn.fit_temperature(val_probs, y_val, from_logits=False)
     record = dict(
         job,
         epochs=epochs,

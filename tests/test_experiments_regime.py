@@ -79,23 +79,6 @@ def test_augmentation_keeps_shape_and_content_and_is_reproducible(shape):
     assert np.all(np.isin(a[a != 0], x))
 
 
-def test_temperature_is_the_nll_minimum():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, 500)
-    logits = rng.normal(size=(500, 10)) + 3.0 * np.eye(10)[labels]
-    probs = np.exp(4 * logits) / np.exp(4 * logits).sum(axis=1, keepdims=True)
-    t = regime.fit_temperature(probs, labels)
-    assert t > 1  # over-confident on purpose
-
-    def nll(temperature):
-        return regime.scores(regime.tempered(probs, temperature), labels)["nll"]
-
-    assert nll(t) <= min(nll(t * 0.95), nll(t * 1.05))
-    assert regime.scores(regime.tempered(probs, t), labels)["acc"] == pytest.approx(
-        regime.scores(probs, labels)["acc"]
-    )
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("regime")
