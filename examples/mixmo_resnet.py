@@ -20,11 +20,10 @@ It prints both models' test accuracy and training time. One seed on 359
 test images: a demonstration of the workflow, not evidence; docs/MIMO.md
 has a paired comparison over seeds.
 
-    KERAS_BACKEND=jax python examples/mixmo_resnet.py
-    KERAS_BACKEND=jax python examples/mixmo_resnet.py --quick   # seconds
+    KERAS_BACKEND=jax python examples/mixmo_resnet.py            # 30 epochs
+    KERAS_BACKEND=jax python examples/mixmo_resnet.py --quick    # 2 epochs, 300 images
 
-About a minute on JAX or TensorFlow on a laptop CPU at the default 30
-epochs; eager PyTorch is slower.
+Eager PyTorch is slower than JAX and TensorFlow.
 """
 
 import argparse
