@@ -60,7 +60,8 @@ def paired_comparison(plain, aggregated):
     >>> result = paired_comparison(plain, aggregated)
     >>> result["verdict"]
     'aggregation helps'
-    >>> round(result["accuracy"]["difference"], 3)
+    >>> accuracy = result["accuracy"]
+    >>> round(accuracy["difference"], 3)
     0.033
     """
     scores = {}

@@ -48,7 +48,7 @@ class MixingDecay(keras.callbacks.Callback):
     >>> x, y = np.random.rand(16, 8, 8, 1), np.random.randint(0, 10, 16)
     >>> history = model.fit(x, y, epochs=2, verbose=0,
     ...                     callbacks=[keras_agrlearn.MixingDecay(fraction=0.5)])
-    >>> layer = [l for l in model.layers if isinstance(l, keras_agrlearn.MixedEncoders)][0]
+    >>> layer = next(l for l in model.layers if isinstance(l, keras_agrlearn.MixedEncoders))
     >>> float(keras.ops.convert_to_numpy(layer.mixing_prob))
     0.25
     """
