@@ -48,6 +48,7 @@ from experiments import datasets  # noqa: E402
 from experiments import fair_report  # noqa: E402
 from experiments import flops  # noqa: E402
 from experiments import study  # noqa: E402
+from experiments.batches import OrderedBatches  # noqa: E402
 from experiments.fair_configs import ARMS  # noqa: E402
 from experiments.fair_configs import BUDGET_SEEDS  # noqa: E402
 from experiments.fair_configs import CONFIGS  # noqa: E402
@@ -95,30 +96,6 @@ def config_data(config, data, options):
     (x, y), validation, test = data
     size = train_size(config, options)
     return (x[:size], y[:size]), validation, test
-
-
-class OrderedBatches(keras.utils.PyDataset):
-    """Batches in an order fixed by the seed: every arm of a seed sees the same order."""
-
-    def __init__(self, x, y, batch_size, seed):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.epoch = 0
-        self.order = self._order()
-
-    def _order(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, index):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.x[rows], self.y[rows]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.order = self._order()
 
 
 # ---------------------------------------------------------------------------

@@ -36,33 +36,10 @@ sys.path.insert(0, str(ROOT))
 import keras_agrlearn  # noqa: E402
 from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
+from experiments.batches import OrderedBatches  # noqa: E402
 from keras_agrlearn import _flops  # noqa: E402
 
 ARMS = ("sum", "cut")
-
-
-class OrderedBatches(keras.utils.PyDataset):
-    """Batches in an order fixed by the seed: both arms of a seed see the same order."""
-
-    def __init__(self, x, y, batch_size, seed):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.epoch = 0
-        self.order = self._order()
-
-    def _order(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, index):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.x[rows], self.y[rows]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.order = self._order()
 
 
 def build(mixing, seed, channels):

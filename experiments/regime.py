@@ -47,6 +47,7 @@ from experiments import datasets  # noqa: E402
 from experiments import flops  # noqa: E402
 from experiments import regime_report  # noqa: E402
 from experiments import study  # noqa: E402
+from experiments.batches import OrderedBatches  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # The protocol's constants (docs/PROTOCOL_REGIME.md)
@@ -263,35 +264,6 @@ def augment(x, rng):
     return out
 
 
-class Batches(keras.utils.PyDataset):
-    """Batches in an order fixed by the seed (every method of a seed sees the same
-    order), augmented per batch where asked, reproducibly."""
-
-    def __init__(self, x, y, batch_size, seed, augmented):
-        super().__init__()
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
-        self.augmented = augmented
-        self.epoch = 0
-        self.order = self._order()
-
-    def _order(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, index):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = self.x[rows]
-        if self.augmented:
-            x = augment(x, np.random.default_rng([self.seed, self.epoch, index, 7]))
-        return x, self.y[rows]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.order = self._order()
-
-
 # ---------------------------------------------------------------------------
 # Costs
 # ---------------------------------------------------------------------------
@@ -397,7 +369,9 @@ def run(job, options):
         # MixMo lowers its cut probability to 0 over the last twelfth of training.
         mixing = (mspec["wrap"] or {}).get("mixing", "sum") != "sum"
         model.fit(
-            Batches(x, y, spec["batch_size"], member_seed, mspec["augment"]),
+            OrderedBatches(
+                x, y, spec["batch_size"], member_seed, augment if mspec["augment"] else None
+            ),
             epochs=epochs,
             verbose=0,
             callbacks=[keras_agrlearn.MixingDecay()] if mixing else [],
