@@ -42,10 +42,20 @@ from keras_agrlearn import _flops  # noqa: E402
 ARMS = ("sum", "cut")
 
 
-def build(mixing, seed, channels):
+BACKBONES = ("conv1d", "resnet")
+
+
+def backbone(options):
+    """The Conv1D of the studies at `--channels`, or their 1D ResNet-8."""
+    if options.backbone == "resnet":
+        return backbones.small_resnet((40, 1))
+    return backbones.mnist1d_conv1d(options.channels)
+
+
+def build(mixing, seed, options):
     keras.utils.set_random_seed(seed)
     return keras_agrlearn.wrap(
-        backbones.mnist1d_conv1d(channels),
+        backbone(options),
         n=2,
         width=1.0,
         objective="slots",
@@ -61,7 +71,7 @@ def training_cost(model, samples, batch_size):
 
 def run(mixing, seed, data, options):
     (x, y), _, (x_test, y_test) = data
-    model = build(mixing, seed, options.channels)
+    model = build(mixing, seed, options)
     steps = options.epochs * math.ceil(len(x) / options.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(options.learning_rate, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy")
@@ -99,8 +109,9 @@ def report(records, costs, options, len_train):
     seeds = sorted(set(by_arm["sum"]) & set(by_arm["cut"]))
     differences = [by_arm["cut"][s] - by_arm["sum"][s] for s in seeds]
     mean, low, high = t_interval(differences)
+    name = "1D ResNet-8" if options.backbone == "resnet" else f"Conv1D-{options.channels}"
     lines = [
-        f"MNIST-1D ({len_train:,} training samples), Conv1D-{options.channels}, n=2, width 1, "
+        f"MNIST-1D ({len_train:,} training samples), {name}, n=2, width 1, "
         f'objective="slots", {options.epochs} epochs, {len(seeds)} seeds '
         f"({keras.backend.backend()} backend).",
         "",
@@ -124,7 +135,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=160)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--backbone", choices=BACKBONES, default="conv1d")
+    p.add_argument("--channels", type=int, default=32, help="of the Conv1D")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-2)
     p.add_argument("--samples", type=int, default=5000)
@@ -137,8 +149,7 @@ def main(argv=None):
     data = datasets.load_mnist1d(options.samples, ROOT / options.cache)
     samples = len(data[0][0])
     costs = {
-        arm: training_cost(build(arm, 0, options.channels), samples, options.batch_size)
-        for arm in ARMS
+        arm: training_cost(build(arm, 0, options), samples, options.batch_size) for arm in ARMS
     }
     if costs["sum"] != costs["cut"]:
         raise RuntimeError(f"The arms' training FLOPs differ: {costs}.")
