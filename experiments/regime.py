@@ -46,6 +46,7 @@ from experiments import backbones  # noqa: E402
 from experiments import datasets  # noqa: E402
 from experiments import flops  # noqa: E402
 from experiments import regime_report  # noqa: E402
+from experiments import stats  # noqa: E402
 from experiments import study  # noqa: E402
 from experiments.batches import OrderedBatches  # noqa: E402
 
@@ -319,13 +320,6 @@ def epochs_at(config, method, share, E, samples):
 # ---------------------------------------------------------------------------
 
 
-def tempered(probs, temperature):
-    z = np.log(np.clip(probs, 1e-30, None)) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def scores(probs, labels, bins=15):
     """Accuracy, NLL, ECE (15 equal-width bins of confidence) and Brier score."""
     labels = np.asarray(labels)
@@ -396,13 +390,13 @@ def run(job, options):
         train_s=round(train_s, 2),
         temperature=round(temperature, 4),
         val=scores(val_probs, y_val),
-        val_tempered=scores(tempered(val_probs, temperature), y_val),
+        val_tempered=scores(stats.tempered(val_probs, temperature), y_val),
     )
     arrays = dict(val=val_probs.astype("float32"), val_labels=y_val)
     if test is not None:
         test_probs = predict(test[0])
         record["test"] = scores(test_probs, test[1])
-        record["test_tempered"] = scores(tempered(test_probs, temperature), test[1])
+        record["test_tempered"] = scores(stats.tempered(test_probs, temperature), test[1])
         arrays["test"] = test_probs.astype("float32")
         arrays["test_labels"] = test[1]
     key = study.job_key(job, KEY_FIELDS)

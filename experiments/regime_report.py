@@ -59,9 +59,7 @@ def per_example(records_path, runs, seeds, tempered):
         stored = study.load_predictions(records_path, run["key"])
         probs, labels = stored["test"], stored["test_labels"]
         if tempered:
-            z = np.log(np.clip(probs, 1e-30, None)) / run["temperature"]
-            z -= z.max(axis=1, keepdims=True)
-            probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            probs = stats.tempered(probs, run["temperature"])
         correct.append((probs.argmax(axis=1) == labels).astype("float64"))
         nll.append(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-30, None)))
     return np.array(correct), np.array(nll)

@@ -49,6 +49,14 @@ def paired_t(diffs):
     return float(diffs.mean()), float(half)
 
 
+def tempered(probs, temperature):
+    """Probabilities `probs` (rows) tempered: `softmax(log(probs) / temperature)`."""
+    z = np.log(np.clip(probs, 1e-30, None)) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def verdict(low, high):
     """'win' if the interval lies above zero, 'loss' below, 'tie' across, 'n/a' if unknown."""
     if math.isnan(low) or math.isnan(high):

@@ -1,10 +1,9 @@
 """`TemperatureScaling`: divides a classifier's scores by one fitted temperature."""
 
-import math
-import numbers
-
 import keras
 from keras import ops
+
+from keras_agrlearn import _validation
 
 # Probabilities below this are clipped before their logarithm: far below any
 # probability a float32 softmax resolves, so tempering keeps their order.
@@ -58,7 +57,7 @@ class TemperatureScaling(keras.layers.Layer):
 
     def __init__(self, temperature, *, from_logits=False, **kwargs):
         super().__init__(**kwargs)
-        self.temperature = check_temperature(temperature)
+        self.temperature = _validation.check_temperature(temperature)
         if not isinstance(from_logits, bool):
             raise TypeError(
                 f"Argument `from_logits` must be a bool, got {from_logits!r} "
@@ -82,18 +81,3 @@ class TemperatureScaling(keras.layers.Layer):
         config = super().get_config()
         config.update({"temperature": self.temperature, "from_logits": self.from_logits})
         return config
-
-
-def check_temperature(temperature):
-    """Returns `temperature` as a float, or raises if it is not finite and > 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(
-            "Argument `temperature` must be a finite number > 0, got "
-            f"{temperature!r} of type {type(temperature).__name__}."
-        )
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            f"Argument `temperature` must be a finite number > 0, got temperature={temperature}."
-        )
-    return temperature

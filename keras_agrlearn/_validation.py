@@ -27,6 +27,21 @@ def check_n(n):
     return _integer("n", n, "the aggregation factor")
 
 
+def check_temperature(temperature):
+    """Returns `temperature` as a float, or raises if it is not finite and > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(
+            "Argument `temperature` must be a finite number > 0, got "
+            f"{temperature!r} of type {type(temperature).__name__}."
+        )
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(
+            f"Argument `temperature` must be a finite number > 0, got temperature={temperature}."
+        )
+    return temperature
+
+
 def check_width(width):
     """Returns `width` as a float, or raises if it is not a finite number > 0."""
     if isinstance(width, bool) or not isinstance(width, numbers.Real):
