@@ -27,35 +27,25 @@ def check_n(n):
     return _integer("n", n, "the aggregation factor")
 
 
+def _positive_real(name, value, what=""):
+    """Returns `value` as a float, or raises if it is not a finite number > 0."""
+    label = f"Argument `{name}`{f' ({what})' if what else ''} must be a finite number > 0, got "
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{label}{value!r} of type {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{label}{name}={value}.")
+    return value
+
+
 def check_temperature(temperature):
     """Returns `temperature` as a float, or raises if it is not finite and > 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(
-            "Argument `temperature` must be a finite number > 0, got "
-            f"{temperature!r} of type {type(temperature).__name__}."
-        )
-    temperature = float(temperature)
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            f"Argument `temperature` must be a finite number > 0, got temperature={temperature}."
-        )
-    return temperature
+    return _positive_real("temperature", temperature)
 
 
 def check_width(width):
     """Returns `width` as a float, or raises if it is not a finite number > 0."""
-    if isinstance(width, bool) or not isinstance(width, numbers.Real):
-        raise TypeError(
-            "Argument `width` (the width multiplier) must be a finite number "
-            f"> 0, got {width!r} of type {type(width).__name__}."
-        )
-    width = float(width)
-    if not math.isfinite(width) or width <= 0:
-        raise ValueError(
-            "Argument `width` (the width multiplier) must be a finite number "
-            f"> 0, got width={width}."
-        )
-    return width
+    return _positive_real("width", width, "the width multiplier")
 
 
 def check_choice(name, value, choices):
