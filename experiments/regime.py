@@ -490,22 +490,37 @@ def eligible(run, cap):
     return within and (run["method"] == "ensemble" or run["infer_flops_x"] <= INFERENCE_CAP)
 
 
-def choices(records, config, cap, options):
-    """The cell's chosen runs on validation, `{"agrlearn", "plain", "ensemble"}`; None
-    until the configuration's stage 1 is complete."""
-    expected = len(options.methods) * (
-        len(learning_rates(config, options)) * len(WEIGHT_DECAYS) + len(options.shares) - 1
-    )
+def _stage_one_done(records, config, methods, options):
+    """Whether every method of `methods` has all its stage-1 runs recorded."""
+    each = len(learning_rates(config, options)) * len(WEIGHT_DECAYS) + len(options.shares) - 1
     runs = stage_records(records, config)
-    runs = [r for r in runs if r["method"] in options.methods]
-    if len(runs) < expected:
-        return None
-    out = {}
-    for family, members in (
+    return all(sum(r["method"] == m for r in runs) >= each for m in methods)
+
+
+def _families(options):
+    return (
         ("agrlearn", [m for m in AGRLEARN if m in options.methods]),
         ("plain", [m for m in PLAIN if m in options.methods]),
         ("ensemble", [m for m in ("ensemble",) if m in options.methods]),
-    ):
+    )
+
+
+def choices(records, config, cap, options):
+    """The cell's chosen runs on validation, `{"agrlearn", "plain", "ensemble"}`.
+
+    None until the stage 1 of every method the decision compares (AgrLearn's and
+    the plain ones) is complete; the ensemble, a reference only, joins once its
+    own stage 1 is.
+    """
+    families = _families(options)
+    compared = [m for family, members in families[:2] for m in members]
+    if not _stage_one_done(records, config, compared, options):
+        return None
+    runs = [r for r in stage_records(records, config) if r["method"] in options.methods]
+    out = {}
+    for family, members in families:
+        if not _stage_one_done(records, config, members, options):
+            continue
         candidates = [r for r in runs if r["method"] in members and eligible(r, cap)]
         if candidates:
             out[family] = pick(candidates)
@@ -547,33 +562,46 @@ def jobs(options, records):
                                 E,
                             )
                         )
-        if "length" in options.stages:
-            for method in options.runnable:
-                pair = None if E is None else best_pair(records, config, method, options)
-                for share in options.shares:
-                    if share == LRWD_SHARE:
-                        continue
-                    if pair is None:
+        # The compared methods' stage 1b and stage 2 come before the ensemble's
+        # stage 1b and stage 2: the ensemble is a reference and no choice waits for it.
+        seen = set()
+        compared = [m for m in options.runnable if m != "ensemble"]
+        reference = [m for m in options.runnable if m == "ensemble"]
+        for methods, families in ((compared, ("agrlearn", "plain")), (reference, ("ensemble",))):
+            if not methods:
+                continue
+            if "length" in options.stages:
+                for method in methods:
+                    pair = None if E is None else best_pair(records, config, method, options)
+                    for share in options.shares:
+                        if share == LRWD_SHARE:
+                            continue
+                        if pair is None:
+                            out.append(None)
+                            continue
+                        epochs = epochs_at(config, method, share, E, samples)
+                        out.append(
+                            _job(config, "length", method, *pair, share, SELECTION_SEED, epochs, E)
+                        )
+            if "confirm" in options.stages:
+                for cap in options.caps:
+                    chosen = None if E is None else choices(records, config, cap, options)
+                    if chosen is None:
                         out.append(None)
                         continue
-                    epochs = epochs_at(config, method, share, E, samples)
-                    out.append(
-                        _job(config, "length", method, *pair, share, SELECTION_SEED, epochs, E)
-                    )
-        if "confirm" in options.stages:
-            seen = set()
-            for cap in options.caps:
-                chosen = None if E is None else choices(records, config, cap, options)
-                if chosen is None:
-                    out.append(None)
-                    continue
-                for run in chosen.values():
-                    what = (run["method"], run["lr"], run["wd"], run["budget"])
-                    if what in seen:
+                    if not _stage_one_done(records, config, methods, options):
+                        out.append(None)
                         continue
-                    seen.add(what)
-                    for seed in options.confirmation_seeds:
-                        out.append(_job(config, "confirm", *what, seed, run["epochs"], E))
+                    for family in families:
+                        if family not in chosen:
+                            continue
+                        run = chosen[family]
+                        what = (run["method"], run["lr"], run["wd"], run["budget"])
+                        if what in seen:
+                            continue
+                        seen.add(what)
+                        for seed in options.confirmation_seeds:
+                            out.append(_job(config, "confirm", *what, seed, run["epochs"], E))
     return out
 
 
@@ -614,8 +642,8 @@ def finish(options):
     options.configs = _names(options, options.configs, CONFIGS, "--configs")
     options.stages = _names(options, options.stages, STAGES, "--stages")
     options.methods = _names(options, options.methods, METHODS, "--methods") or list(METHODS)
-    # Stage 2 of a configuration waits for every method asked for (all by
-    # default); those this `wrap` cannot build yet are not queued.
+    # Stage 2 of a configuration waits for the stage 1 of every compared method
+    # asked for (all by default); those this `wrap` cannot build yet are not queued.
     options.runnable = [m for m in options.methods if available(m)]
     options.caps = CAPS
     options.shares = SHARES

@@ -1,5 +1,6 @@
 """The regime study: its choice rule, costs and augmentation, a smoke run, and its page."""
 
+import argparse
 from pathlib import Path
 
 import keras
@@ -34,6 +35,35 @@ def test_pick_breaks_ties_within_the_tolerance_by_tempered_nll():
     beaten = _run("plain", 0.900 - 2 * regime.TIE, 0.10)
     assert regime.pick([best, tied, beaten]) is tied
     assert regime.pick([best, beaten]) is best
+
+
+def _stage_one(methods, config="m1d-conv32", options=None):
+    """Every stage-1 run of `methods`, validation accuracy rising with the budget."""
+    records = {}
+    for method in methods:
+        lrs = regime.CONFIGS[config]["learning_rates"]
+        runs = [("lrwd", lr, wd, 1.0) for lr in lrs for wd in regime.WEIGHT_DECAYS]
+        runs += [("length", 0.01, 0.0, s) for s in regime.SHARES if s != regime.LRWD_SHARE]
+        for stage, lr, wd, share in runs:
+            key = f"{config}|{stage}|{method}|{lr}|{wd}|{share}|0"
+            record = _run(method, 0.8 + share / 100, 0.3, train_x=share, key=key)
+            records[key] = dict(record, config=config, stage=stage, lr=lr, wd=wd, budget=share)
+    return records
+
+
+def test_the_decision_waits_for_the_compared_methods_and_not_for_the_ensemble():
+    options = argparse.Namespace(methods=list(regime.METHODS), quick=False, shares=regime.SHARES)
+    compared = [m for m in regime.METHODS if m != "ensemble"]
+    records = _stage_one(compared[:-1])
+    assert regime.choices(records, "m1d-conv32", 3.0, options) is None
+    records.update(_stage_one(compared[-1:]))
+    chosen = regime.choices(records, "m1d-conv32", 3.0, options)
+    assert set(chosen) == {"agrlearn", "plain"}
+    assert chosen["plain"]["budget"] == 3.0
+    records.update(_stage_one(["ensemble"]))
+    chosen = regime.choices(records, "m1d-conv32", 1.5, options)
+    assert set(chosen) == {"agrlearn", "plain", "ensemble"}
+    assert chosen["ensemble"]["budget"] == 1.5
 
 
 @pytest.mark.parametrize(
