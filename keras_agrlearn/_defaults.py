@@ -4,11 +4,15 @@
 defaults from here, so an argument means the same thing wherever it appears.
 
 No setting passed the compute-fair study's rule (docs/PROTOCOL.md,
-docs/FAIR.md), so the defaults are the cheapest setting that keeps the one
+docs/FAIR.md), so the defaults became the cheapest setting that keeps the one
 benefit it measured: n=2 at the backbone's own width, input repetition 0.5 and
-one grouping per batch, which costs about the plain model's training and
-inference FLOPs and beats it only where a small network overfits small data.
-docs/RESULTS.md says what it buys and where it does not.
+one grouping per batch, about the plain model's training and inference FLOPs
+per epoch. The regime study (docs/PROTOCOL_REGIME.md, docs/REGIME.md), every
+method at its own best learning rate, weight decay and length under one FLOP
+cap, confirmed them: its only win over the tuned plain model is these defaults
+with the data's augmentation and 3 x the plain model's training FLOPs, so they
+stay, and the training recipe is documented with `wrap`. docs/RESULTS.md says
+what they buy and where they do not.
 """
 
 # Samples per forward pass.

@@ -104,6 +104,15 @@ def wrap(
     a `BatchNormalization` statistic, no longer holds that constant) `wrap`
     warns and names `strategy="stem"`.
 
+    Training it: give it the augmentation you give the plain model and a
+    longer schedule. In the regime study (docs/REGIME.md), where every method
+    searched its learning rate, weight decay and length under one FLOP cap,
+    the one configuration that beat the tuned, augmented plain model of the
+    same cost was these defaults with augmentation, trained for 3 x the plain
+    model's training FLOPs (3.9 x its epochs, since input repetition makes an
+    epoch cheaper), on 320 samples; with enough data the tuned plain model was
+    as good or better. `keras_agrlearn.calibrate_temperature` tempers either.
+
     `strategy="stem"` (subclassed models that cannot be traced or have no head
     of their own, or pretrained backbones whose weights must be kept)
     aggregates the raw inputs to `n * C` channels and maps them back to the
