@@ -4,4 +4,4 @@ Plain Python without imports: the build reads it statically
 (`[tool.setuptools.dynamic]` in pyproject.toml) without importing Keras.
 """
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
