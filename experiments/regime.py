@@ -25,6 +25,7 @@ Every run stores its per-example predictions (validation, and confirmation
 test in stage 2) beside the records (`docs/results/regime/<key>.npz`).
 """
 
+import collections
 import functools
 import inspect
 import math
@@ -490,11 +491,11 @@ def eligible(run, cap):
     return within and (run["method"] == "ensemble" or run["infer_flops_x"] <= INFERENCE_CAP)
 
 
-def _stage_one_done(records, config, methods, options):
-    """Whether every method of `methods` has all its stage-1 runs recorded."""
+def _stage_one_done(records, config, options):
+    """The methods of `config` whose stage-1 runs are all recorded."""
     each = len(learning_rates(config, options)) * len(WEIGHT_DECAYS) + len(options.shares) - 1
-    runs = stage_records(records, config)
-    return all(sum(r["method"] == m for r in runs) >= each for m in methods)
+    counts = collections.Counter(r["method"] for r in stage_records(records, config))
+    return {method for method, count in counts.items() if count >= each}
 
 
 def _families(options):
@@ -513,13 +514,13 @@ def choices(records, config, cap, options):
     own stage 1 is.
     """
     families = _families(options)
-    compared = [m for family, members in families[:2] for m in members]
-    if not _stage_one_done(records, config, compared, options):
+    done = _stage_one_done(records, config, options)
+    if not {m for _, members in families[:2] for m in members} <= done:
         return None
     runs = [r for r in stage_records(records, config) if r["method"] in options.methods]
     out = {}
     for family, members in families:
-        if not _stage_one_done(records, config, members, options):
+        if not set(members) <= done:
             continue
         candidates = [r for r in runs if r["method"] in members and eligible(r, cap)]
         if candidates:
@@ -567,6 +568,7 @@ def jobs(options, records):
         seen = set()
         compared = [m for m in options.runnable if m != "ensemble"]
         reference = [m for m in options.runnable if m == "ensemble"]
+        done = _stage_one_done(records, config, options)
         for methods, families in ((compared, ("agrlearn", "plain")), (reference, ("ensemble",))):
             if not methods:
                 continue
@@ -589,7 +591,7 @@ def jobs(options, records):
                     if chosen is None:
                         out.append(None)
                         continue
-                    if not _stage_one_done(records, config, methods, options):
+                    if not set(methods) <= done:
                         out.append(None)
                         continue
                     for family in families:
