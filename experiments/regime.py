@@ -491,7 +491,7 @@ def eligible(run, cap):
     return within and (run["method"] == "ensemble" or run["infer_flops_x"] <= INFERENCE_CAP)
 
 
-def _stage_one_done(records, config, options):
+def _stage_one_finished(records, config, options):
     """The methods of `config` whose stage-1 runs are all recorded."""
     each = len(learning_rates(config, options)) * len(WEIGHT_DECAYS) + len(options.shares) - 1
     counts = collections.Counter(r["method"] for r in stage_records(records, config))
@@ -514,13 +514,13 @@ def choices(records, config, cap, options):
     own stage 1 is.
     """
     families = _families(options)
-    done = _stage_one_done(records, config, options)
-    if not {m for _, members in families[:2] for m in members} <= done:
+    finished = _stage_one_finished(records, config, options)
+    if not {m for _, members in families[:2] for m in members} <= finished:
         return None
     runs = [r for r in stage_records(records, config) if r["method"] in options.methods]
     out = {}
     for family, members in families:
-        if not set(members) <= done:
+        if not set(members) <= finished:
             continue
         candidates = [r for r in runs if r["method"] in members and eligible(r, cap)]
         if candidates:
@@ -568,7 +568,7 @@ def jobs(options, records):
         seen = set()
         compared = [m for m in options.runnable if m != "ensemble"]
         reference = [m for m in options.runnable if m == "ensemble"]
-        done = _stage_one_done(records, config, options)
+        finished = _stage_one_finished(records, config, options)
         for methods, families in ((compared, ("agrlearn", "plain")), (reference, ("ensemble",))):
             if not methods:
                 continue
@@ -587,11 +587,12 @@ def jobs(options, records):
                         )
             if "confirm" in options.stages:
                 for cap in options.caps:
-                    chosen = None if E is None else choices(records, config, cap, options)
-                    if chosen is None:
+                    # Waits for the stage 1 of its own methods and of the compared ones.
+                    if E is None or not set(methods) <= finished:
                         out.append(None)
                         continue
-                    if not set(methods) <= done:
+                    chosen = choices(records, config, cap, options)
+                    if chosen is None:
                         out.append(None)
                         continue
                     for family in families:
